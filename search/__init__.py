@@ -1,0 +1,1 @@
+"""Search orchestration and the ``search`` command line."""

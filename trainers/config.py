@@ -1,0 +1,82 @@
+"""`TrainConfig`: the training recipe, separate from the architecture."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from models.validate import ConfigError, kwargs_from_dict
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "onecycle")
+
+
+def _check(ok: bool, field: str, value: Any, problem: str) -> None:
+    if not ok:
+        raise ConfigError(field, value, problem)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a network is trained: optimizer, schedule, augmentation, data, length."""
+
+    epochs: int = 15  # passes over the training split
+    batch_size: int = 512  # images per optimizer step
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum) or "adamw"
+    lr: float = 0.2  # peak learning rate
+    momentum: float = 0.9  # SGD momentum; AdamW beta1
+    weight_decay: float = 5e-4  # decoupled for AdamW, L2 for SGD; conv/linear weights only
+    schedule: str = "cosine"  # "cosine" (linear warmup, cosine decay) or "onecycle"
+    warmup_epochs: float = 1.0  # epochs of linear warmup before the cosine decay
+    label_smoothing: float = 0.0  # probability mass spread over all classes, [0, 1)
+    crop: bool = True  # random 32x32 crop of the image padded by crop_padding
+    crop_padding: int = 4  # pixels of (reflection) padding for the random crop
+    flip: bool = True  # random horizontal flip
+    cutout: int = 0  # side of the Cutout square, pixels; 0 = off
+    mixup: float = 0.0  # mixup Beta(alpha, alpha) parameter; 0 = off
+    cutmix: float = 0.0  # CutMix Beta(alpha, alpha) parameter; 0 = off
+    ema: float = 0.0  # per-step decay of an exponential moving average of weights; 0 = off
+    tta_flip: bool = True  # evaluate on the image and its mirror, average the logits
+    train_subset: int = 0  # training images used per run (stratified); 0 = all
+    val_size: int = 5000  # images held out of the training set for validation
+    seed: int = 0  # seeds the split, the initial weights and the augmentation
+    compile: bool = False  # torch.compile the model (CUDA only)
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "epochs", self.epochs, "must be >= 1")
+        _check(1 <= self.batch_size <= 65536, "batch_size", self.batch_size, "must be in 1..65536")
+        _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer,
+               f"must be one of {OPTIMIZERS}")
+        _check(0.0 < self.lr <= 10.0, "lr", self.lr, "must be in (0, 10]")
+        _check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "must be in [0, 1)")
+        _check(0.0 <= self.weight_decay < 1.0, "weight_decay", self.weight_decay,
+               "must be in [0, 1)")
+        _check(self.schedule in SCHEDULES, "schedule", self.schedule,
+               f"must be one of {SCHEDULES}")
+        _check(0.0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs,
+               f"must be in 0..epochs ({self.epochs})")
+        _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing,
+               "must be in [0, 1)")
+        _check(0 <= self.crop_padding <= 16, "crop_padding", self.crop_padding, "must be in 0..16")
+        _check(0 <= self.cutout <= 32, "cutout", self.cutout, "must be in 0..32 pixels")
+        for name in ("mixup", "cutmix"):
+            value = getattr(self, name)
+            _check(0.0 <= value <= 10.0, name, value, "must be in 0..10 (0 = off)")
+        _check(0.0 <= self.ema < 1.0, "ema", self.ema, "must be in [0, 1) (0 = off)")
+        _check(self.train_subset >= 0, "train_subset", self.train_subset, "must be >= 0 (0 = all)")
+        _check(self.val_size >= 10, "val_size", self.val_size,
+               "must be >= 10 (one image per class at least)")
+        _check(self.seed >= 0, "seed", self.seed, "must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TrainConfig:
+        """Rebuild a recipe from `to_dict` output; bad fields raise `ConfigError`."""
+        return cls(**kwargs_from_dict(cls, data))
