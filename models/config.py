@@ -155,13 +155,12 @@ class ArchConfig:
             raise ConfigError("stages", raw_stages, "must be a list of stages")
         stages = []
         for i, raw in enumerate(raw_stages):
-            prefix = f"stages[{i}]."
+            prefix = f"stages[{i}]"
+            kwargs_i = kwargs_from_dict(StageConfig, raw, prefix=prefix + ".")
             try:
-                stages.append(StageConfig(**kwargs_from_dict(StageConfig, raw, prefix=prefix)))
-            except ConfigError as err:
-                if err.field.startswith(prefix):
-                    raise
-                raise ConfigError(prefix + err.field, err.value, err.problem) from None
+                stages.append(StageConfig(**kwargs_i))
+            except ConfigError as err:  # range errors name the bare field
+                raise ConfigError(f"{prefix}.{err.field}", err.value, err.problem) from None
         kwargs["stages"] = tuple(stages)
         return cls(**kwargs)
 

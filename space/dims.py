@@ -32,6 +32,7 @@ class Suggester(Protocol):
 
 
 RANGE_KEYS = ("low", "high", "step", "log")
+MAX_CHECKED = 10_000  # int ranges up to this many values have every value checked
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,12 @@ def parse_dim(where: str, key: str, raw: Any, tp: Any,
             raise fail(f"a log range needs low > 0, got {low!r}")
         if low == high:
             return Dim(key, tp, value=low)
-        return Dim(key, tp, low=low, high=high, step=step, log=log)
+        dim = Dim(key, tp, low=low, high=high, step=step, log=log)
+        if tp is int and check is not None and (high - low) // (step or 1) <= MAX_CHECKED:
+            # Rules like "odd" or "power of two" can fail between valid ends.
+            for value in dim.values():
+                typed(value, "a value inside the range ")
+        return dim
     if isinstance(raw, list):
         if not raw:
             raise fail("empty list of choices")

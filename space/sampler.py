@@ -154,13 +154,17 @@ def make_sampler(spec: StudySpec, *, seed: int | None = None,
     kind = opts.pop("type", "tpe")
     file_seed = opts.pop("seed", None)
     seed = file_seed if seed is None else seed
-    wrap = opts.pop("budget_aware", True) if budget_aware is None else budget_aware
+    file_wrap = opts.pop("budget_aware", True)
+    wrap = file_wrap if budget_aware is None else budget_aware
     max_draws = opts.pop("max_draws", 100)
     base: BaseSampler
     if kind == "random":
         base = optuna.samplers.RandomSampler(seed=seed)
     else:
-        tpe = {"n_startup_trials": 10, "multivariate": True, "group": True,
+        multivariate = opts.get("multivariate", True)
+        # group decomposition handles the conditional (per-stage) parameters; it needs
+        # multivariate TPE.
+        tpe = {"n_startup_trials": 10, "multivariate": multivariate, "group": multivariate,
                "constant_liar": True, **opts}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -259,14 +259,32 @@ def parse_spec(raw: dict[str, Any], *, where: str, default_name: str) -> StudySp
         description=study.get("description", ""), arch=arch, train=train, final=final,
         sampler=sampler, pruner=pruner,
     )
-    # Building the pruner validates its arguments against each other.
-    from space.sampler import make_pruner
+    _check_sampler(where, sampler)
+    _check_pruner(where, pruner)
+    # Building them validates the options against each other.
+    from space.sampler import make_pruner, make_sampler
 
-    try:
-        make_pruner(spec)
-    except ValueError as err:
-        raise SpecError(f"{where}: pruner: {err}") from None
+    for section, make in (("sampler", make_sampler), ("pruner", make_pruner)):
+        try:
+            make(spec)
+        except ValueError as err:
+            raise SpecError(f"{where}: {section}: {err}") from None
     return spec
+
+
+def _check_sampler(where: str, sampler: dict[str, Any]) -> None:
+    if sampler.get("group") and not sampler.get("multivariate", True):
+        raise SpecError(f"{where}: sampler.group: needs multivariate = true")
+
+
+def _check_pruner(where: str, pruner: dict[str, Any]) -> None:
+    """Rules Optuna only enforces (or silently breaks on) once trials are pruned."""
+    low, high = pruner.get("min_resource"), pruner.get("max_resource", "auto")
+    if pruner["type"] == "hyperband" and low == "auto":
+        raise SpecError(f"{where}: pruner.min_resource: hyperband needs a whole number of "
+                        "epochs, got 'auto'")
+    if isinstance(low, int) and isinstance(high, int) and low > high:
+        raise SpecError(f"{where}: pruner.min_resource: {low} exceeds max_resource {high}")
 
 
 STUDY_OPTIONS: dict[str, Option] = {
@@ -367,9 +385,17 @@ def _parse_final(where: str, table: dict[str, Any], train: dict[str, Dim]) -> di
         if not dim.fixed:
             raise SpecError(f"{where}: final.{key}: must be a single value, not a choice or range")
         final[key] = dim.value
-    probe = {k: d.extremes()[0] for k, d in train.items()}
-    try:
-        TrainConfig(**{**probe, **final})
-    except ConfigError as err:
-        raise SpecError(f"{where}: final.{err.field}: {err.problem}, got {err.value!r}") from None
+    # Each value a trial may draw must still make a valid recipe under the overrides.
+    base = {k: d.extremes()[0] for k, d in train.items() if k not in final}
+    for key, dim in train.items():
+        if key in final:
+            continue
+        for value in dim.extremes():
+            try:
+                TrainConfig(**{**base, key: value, **final})
+            except ConfigError as err:
+                section = "final" if err.field in final else "train"
+                raise SpecError(f"{where}: {section}.{err.field}: {err.problem}, got "
+                                f"{err.value!r} (with train.{key} = {value!r} and the [final] "
+                                "overrides)") from None
     return final

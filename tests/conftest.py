@@ -1,0 +1,39 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+
+class RandomSuggester:
+    """Draws each suggested parameter uniformly with a seeded RNG, like a RandomSampler.
+
+    Lets tests draw many architectures from a study's space without a study.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.params: dict[str, Any] = {}
+        self.user_attrs: dict[str, Any] = {}
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1,
+                    log: bool = False) -> int:
+        value = self.rng.randrange(low, high + 1, step)
+        self.params[name] = value
+        return value
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float:
+        value = self.rng.uniform(low, high)
+        self.params[name] = value
+        return value
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        value = self.rng.choice(list(choices))
+        self.params[name] = value
+        return value
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.user_attrs[key] = value

@@ -1,0 +1,122 @@
+"""ArchConfig and TrainConfig: JSON round trips and refusal of bad values."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from models import BASELINES, ArchConfig, ConfigError, StageConfig, count_params
+from trainers.config import TrainConfig
+
+
+def resnet443_dict() -> dict[str, Any]:
+    return BASELINES["resnet-443"].to_dict()
+
+
+def test_resnet_443_counts_the_published_figure() -> None:
+    assert count_params(BASELINES["resnet-443"]) == 4_697_162
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_baseline_survives_a_json_round_trip(name: str) -> None:
+    arch = BASELINES[name]
+    again = ArchConfig.from_dict(json.loads(json.dumps(arch.to_dict())))
+    assert again == arch
+    assert ArchConfig.from_json(arch.to_json()) == arch
+
+
+def test_config_is_frozen_and_hashable() -> None:
+    arch = BASELINES["resnet-20"]
+    with pytest.raises(AttributeError):
+        arch.stem_width = 32  # type: ignore[misc]
+    assert hash(arch) == hash(ArchConfig.from_dict(arch.to_dict()))
+
+
+def test_stages_given_as_list_become_a_tuple() -> None:
+    arch = ArchConfig(stages=[StageConfig(1, 16)])  # type: ignore[arg-type]
+    assert isinstance(arch.stages, tuple)
+
+
+def with_change(path: str, value: Any) -> dict[str, Any]:
+    data = resnet443_dict()
+    if path.startswith("stages"):
+        index, key = path[len("stages["):].split("].")
+        data["stages"][int(index)][key] = value
+    else:
+        data[path] = value
+    return data
+
+
+BAD_ARCH = [
+    ("stem_width", "64", "must be int"),
+    ("stem_width", 0, "must be in 1..4096"),
+    ("stem_width", True, "must be int"),
+    ("stem_kernel", 4, "must be one of"),
+    ("block_type", "dense", "must be one of"),
+    ("shortcut_kernel", 2, "must be one of"),
+    ("shortcut_pool", "yes", "must be bool"),
+    ("pool", "median", "must be one of"),
+    ("pool_kernel", 9, "must be in 1..8"),
+    ("pool_kernel", 2.5, "must be int or null"),
+    ("se_ratio", -0.5, "must be in 0..4"),
+    ("dropout", 1.0, "must be in [0, 1)"),
+    ("stages[0].blocks", 0, "must be >= 1"),
+    ("stages[1].width", -8, "must be in 1..4096"),
+    ("stages[2].kernel", 6, "must be one of"),
+    ("stages[1].stride", 3, "must be 1 or 2"),
+    ("stages[0].depth", 3, "unknown field"),
+    ("colour", "red", "unknown field"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "problem"), BAD_ARCH)
+def test_from_dict_names_the_bad_field_and_value(field: str, value: Any, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ArchConfig.from_dict(with_change(field, value))
+    message = str(info.value)
+    assert message.startswith(f"{field}:"), message
+    assert problem in message
+    assert repr(value) in message
+    assert info.value.field == field
+
+
+def test_from_dict_refuses_missing_and_malformed_stages() -> None:
+    data = resnet443_dict()
+    del data["stages"]
+    with pytest.raises(ConfigError, match=r"^stages: is required"):
+        ArchConfig.from_dict(data)
+    with pytest.raises(ConfigError, match=r"^stages: must be a list"):
+        ArchConfig.from_dict({**resnet443_dict(), "stages": "4,4,3"})
+    with pytest.raises(ConfigError, match=r"^stages: must hold at least one stage"):
+        ArchConfig.from_dict({**resnet443_dict(), "stages": []})
+    with pytest.raises(ConfigError, match=r"^stages\[0\]: must be a mapping"):
+        ArchConfig.from_dict({**resnet443_dict(), "stages": [4]})
+    with pytest.raises(ConfigError, match=r"^ArchConfig: must be a mapping"):
+        ArchConfig.from_dict([1, 2])
+
+
+def test_bottleneck_widths_must_divide_by_the_expansion() -> None:
+    data = {**resnet443_dict(), "block_type": "bottleneck", "expansion": 3}
+    with pytest.raises(ConfigError, match=r"^stages\[0\].width: must be a multiple of expansion=3"):
+        ArchConfig.from_dict(data)
+
+
+def test_train_config_round_trips_and_names_bad_fields() -> None:
+    train = TrainConfig(epochs=30, lr=0.05, optimizer="adamw", cutout=8, ema=0.999)
+    assert TrainConfig.from_dict(json.loads(train.to_json())) == train
+    cases = [
+        ({"epochs": 0}, "epochs: must be >= 1"),
+        ({"optimizer": "lion"}, "optimizer: must be one of"),
+        ({"lr": "0.1"}, "lr: must be float"),
+        ({"lr": 0.0}, "lr: must be in (0, 10]"),
+        ({"warmup_epochs": 40.0}, "warmup_epochs: must be in 0..epochs (30)"),
+        ({"cutout": 40}, "cutout: must be in 0..32"),
+        ({"batch_size": 1.5}, "batch_size: must be int"),
+        ({"nesterov": True}, "nesterov: unknown field"),
+    ]
+    for change, message in cases:
+        with pytest.raises(ConfigError) as info:
+            TrainConfig.from_dict({**train.to_dict(), **change})
+        assert str(info.value).startswith(message), (change, str(info.value))
