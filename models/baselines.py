@@ -33,7 +33,7 @@ def three_stage(
     """The CIFAR layout: 3x3 stem, stages at 32, 16 and 8 pixels, global average pool."""
     stages = tuple(
         StageConfig(blocks=b, width=w, kernel=3, stride=1 if i == 0 else 2)
-        for i, (b, w) in enumerate(zip(blocks, widths))
+        for i, (b, w) in enumerate(zip(blocks, widths, strict=True))
     )
     return ArchConfig(stages=stages, stem_width=stem_width, block_type=block_type)
 

@@ -85,7 +85,9 @@ class BottleneckBlock(nn.Module):
 
 
 BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": BottleneckBlock}
-GLOBAL_POOLS: dict[str, type[nn.Module]] = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}
+GLOBAL_POOLS: dict[str, type[nn.Module]] = {
+    "avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d,
+}
 WINDOW_POOLS: dict[str, type[nn.Module]] = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 
 

@@ -61,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--sample", type=_positive_int, metavar="N",
                        help="dry run: propose N candidates")
     space.add_argument("--seed", type=_seed, default=0, help="sampler seed (default: 0)")
-    space.add_argument("--sampler", choices=("study", "random"), default="study",
-                       help="'study': the study file's sampler; 'random': pure random "
-                       "sampling with no budget awareness (default: study)")
+    space.add_argument("--sampler", choices=("study", "plain", "random"), default="study",
+                       help="'study': the study file's sampler; 'plain': the same without "
+                       "budget-aware redraws; 'random': pure random sampling with no budget "
+                       "awareness (default: study)")
     space.add_argument("--json", action="store_true", help="print the dry run as JSON")
     space.set_defaults(func=cmd_space)
 

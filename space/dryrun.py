@@ -20,7 +20,9 @@ import optuna
 from space.sampler import BudgetAwareSampler, make_sampler
 from space.spec import StudySpec
 
-SAMPLERS = ("study", "random")
+# "study": the study file's sampler; "plain": the same without budget-aware redraws;
+# "random": pure random sampling with no budget awareness.
+SAMPLERS = ("study", "plain", "random")
 
 
 @dataclass
@@ -80,8 +82,8 @@ def dry_run(
         spec: the study.
         n: proposals to make.
         seed: sampler seed.
-        sampler: ``"study"`` for the study file's sampler, ``"random"`` for pure
-            random sampling with no budget awareness.
+        sampler: ``"study"`` for the study file's sampler, ``"plain"`` for the same
+            without budget-aware redraws, ``"random"`` for pure random sampling.
         progress: called as ``progress(done, n)`` after each proposal.
     """
     if n < 1:
@@ -91,7 +93,7 @@ def dry_run(
     if sampler == "random":
         chosen: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=seed)
     else:
-        chosen = make_sampler(spec, seed=seed)
+        chosen = make_sampler(spec, seed=seed, budget_aware=None if sampler == "study" else False)
     result = DryRunResult(spec.name, _describe(chosen), 0, 0, 0.0, 0)
 
     def objective(trial: optuna.Trial) -> float:

@@ -213,7 +213,7 @@ def load_spec(name_or_path: str | Path) -> StudySpec:
             raise SpecError(f"{where}: cannot read: {err}") from None
         default_name = path.stem
     elif text_name in builtin_studies():
-        resource = resources.files("space").joinpath("studies", f"{text_name}.toml")
+        resource = resources.files("space").joinpath("studies").joinpath(f"{text_name}.toml")
         where = f"built-in study {text_name!r}"
         text = resource.read_text(encoding="utf-8")
         default_name = text_name
@@ -337,7 +337,8 @@ def _parse_arch(where: str, table: dict[str, Any]) -> dict[str, Dim]:
     defaults = {f.name: f.default for f in dataclasses.fields(ArchConfig)}
     defaults.update(kernel=3, pool_grid=1)
     dims = {
-        key: parse_dim(where, f"arch.{key}", table.get(key, defaults.get(key)), tp, _arch_check(key))
+        key: parse_dim(where, f"arch.{key}", table.get(key, defaults.get(key)), tp,
+                       _arch_check(key))
         for key, tp in ARCH_KEYS.items()
     }
     if dims["stages"].kind == "float":  # pragma: no cover - int type is enforced

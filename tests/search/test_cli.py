@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from models import ConfigError
 from search.cli import main
 
 if sys.version_info >= (3, 11):

@@ -13,7 +13,6 @@ from pathlib import Path
 import optuna
 import pytest
 
-from models import ConfigError
 from space import SpecError, StudySpec, builtin_studies, load_spec, make_pruner, make_sampler
 
 MINIMAL = """\

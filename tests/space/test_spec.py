@@ -80,7 +80,7 @@ def test_baselines_inside_the_space_round_trip_through_trial_params(name: str) -
 
 def test_arch_params_refuses_an_architecture_outside_the_space() -> None:
     spec = load_spec("resnet-budget")
-    with pytest.raises(ValueError, match="stage1_blocks=18 is outside arch.blocks"):
+    with pytest.raises(ValueError, match=r"stage1_blocks=18 is outside arch\.blocks"):
         spec.arch_params(BASELINES["resnet-110"])
     wide_stem = ArchConfig.from_dict({**BASELINES["resnet-20"].to_dict(), "stem_width": 24})
     with pytest.raises(ValueError, match="stem_width=24"):
@@ -95,7 +95,7 @@ def test_over_budget_trial_is_pruned_in_the_store_and_never_trains(tmp_path: Pat
     trained: list[int] = []
 
     def objective(trial: optuna.Trial) -> float:
-        candidate = spec.sample(trial)
+        spec.sample(trial)
         trained.append(trial.number)  # stands for training
         return 0.0
 
