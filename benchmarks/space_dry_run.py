@@ -20,14 +20,32 @@ import os
 import platform
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import optuna
 
+from models import BASELINES, build_model, count_params
 from space import load_spec
 from space.dryrun import SAMPLERS, dry_run
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def counting_speed(repeats: int = 200) -> dict[str, float]:
+    """Microseconds per call: count_params against building on the meta device."""
+    archs = list(BASELINES.values())
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for arch in archs:
+            count_params(arch)
+    analytic = (time.perf_counter() - start) / (repeats * len(archs))
+    start = time.perf_counter()
+    for arch in archs:
+        sum(p.numel() for p in build_model(arch, device="meta").parameters())
+    meta = (time.perf_counter() - start) / len(archs)
+    return {"count_params_us": round(analytic * 1e6, 1),
+            "meta_build_count_us": round(meta * 1e6, 1)}
 
 
 def main() -> int:
@@ -55,6 +73,10 @@ def main() -> int:
               f"{100 * row['rejection_rate']:>8.1f}% {draws:>15.2f} "
               f"{q['p10']:>14,} / {q['median']:>9,} / {q['p90']:>9,}")
 
+    speed = counting_speed()
+    print(f"count_params: {speed['count_params_us']} us per call over the baselines "
+          f"(building on the meta device and summing: {speed['meta_build_count_us']} us)")
+
     today = dt.date.today().isoformat()
     record = {
         "benchmark": "space_dry_run",
@@ -71,6 +93,7 @@ def main() -> int:
         "proposals_per_sampler": args.n,
         "seed": args.seed,
         "results": rows,
+        "counting": speed,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"space-dry-run-{args.study}-{today}.json"

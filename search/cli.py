@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
@@ -23,24 +23,19 @@ class UsageError(Exception):
     """Bad input from the user; printed as one line, exit code 2."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``low``."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     space.add_argument("--study", default="resnet-budget",
                        help="built-in study name or path to a study file (default: %(default)s)")
-    space.add_argument("--sample", type=_positive_int, metavar="N",
+    space.add_argument("--sample", type=_int_at_least(1), metavar="N",
                        help="dry run: propose N candidates")
-    space.add_argument("--seed", type=_seed, default=0, help="sampler seed (default: 0)")
+    space.add_argument("--seed", type=_int_at_least(0), default=0, help="sampler seed (default: 0)")
     space.add_argument("--sampler", choices=("study", "plain", "random"), default="study",
                        help="'study': the study file's sampler; 'plain': the same without "
                        "budget-aware redraws; 'random': pure random sampling with no budget "

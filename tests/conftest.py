@@ -6,6 +6,31 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+# A small valid study file; tests change one line of it at a time.
+MINIMAL_STUDY = """\
+[study]
+name = "mini"
+budget = 100_000
+
+[arch]
+stages = { low = 2, high = 3 }
+blocks = { low = 1, high = 2 }
+width = [16, 32]
+
+[train]
+epochs = 2
+lr = { low = 0.01, high = 0.1, log = true }
+
+[final]
+epochs = 4
+
+[sampler]
+type = "tpe"
+
+[pruner]
+type = "hyperband"
+"""
+
 
 class RandomSuggester:
     """Draws each suggested parameter uniformly with a seeded RNG, like a RandomSampler.

@@ -120,3 +120,16 @@ def test_train_config_round_trips_and_names_bad_fields() -> None:
         with pytest.raises(ConfigError) as info:
             TrainConfig.from_dict({**train.to_dict(), **change})
         assert str(info.value).startswith(message), (change, str(info.value))
+
+
+def test_registering_a_name_twice_warns_and_keeps_the_later() -> None:
+    from models import register
+
+    original = BASELINES["resnet-20"]
+    other = ArchConfig(stages=(StageConfig(1, 16),))
+    try:
+        with pytest.warns(UserWarning, match="'resnet-20' registered twice"):
+            register("resnet-20", other)
+        assert BASELINES["resnet-20"] == other
+    finally:
+        BASELINES["resnet-20"] = original

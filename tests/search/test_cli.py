@@ -13,33 +13,16 @@ from typing import Any
 import pytest
 
 from search.cli import main
+from tests.conftest import MINIMAL_STUDY
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - 3.10 only
     import tomli as tomllib
 
-SMOKE_BUDGET = 60_000
+SMOKE_BUDGET = 40_000  # space/studies/smoke.toml
 
-GOOD = """\
-[study]
-name = "mini"
-budget = 100_000
-
-[arch]
-stages = { low = 2, high = 3 }
-blocks = { low = 1, high = 2 }
-width = [16, 32]
-
-[train]
-epochs = 2
-
-[sampler]
-type = "tpe"
-
-[pruner]
-type = "hyperband"
-"""
+GOOD = MINIMAL_STUDY
 
 
 def study_file(tmp_path: Path, old: str, new: str) -> Path:
@@ -250,7 +233,7 @@ def test_sample_text_report(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_main(["space", "--study", "smoke", "--sample", "20", "--seed", "1"],
                               capsys)
     assert (code, err) == (0, "")
-    assert "budget 60,000 parameters" in out
+    assert f"budget {SMOKE_BUDGET:,} parameters" in out
     assert "proposals  20 in" in out
     assert "accepted   parameters: min " in out
 

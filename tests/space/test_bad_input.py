@@ -14,30 +14,9 @@ import optuna
 import pytest
 
 from space import SpecError, StudySpec, builtin_studies, load_spec, make_pruner, make_sampler
+from tests.conftest import MINIMAL_STUDY
 
-MINIMAL = """\
-[study]
-name = "mini"
-budget = 100_000
-
-[arch]
-stages = { low = 2, high = 3 }
-blocks = { low = 1, high = 2 }
-width = [16, 32]
-
-[train]
-epochs = 2
-lr = { low = 0.01, high = 0.1, log = true }
-
-[final]
-epochs = 4
-
-[sampler]
-type = "tpe"
-
-[pruner]
-type = "hyperband"
-"""
+MINIMAL = MINIMAL_STUDY
 
 
 def variant(old: str, new: str) -> str:

@@ -129,6 +129,6 @@ def test_smoke_study_is_tiny() -> None:
             candidate = spec.sample(trial)
         except OverBudget:
             continue
-        assert candidate.n_params <= 60_000
+        assert candidate.n_params <= 40_000
         assert candidate.train.epochs in (1, 2)
         assert candidate.train.train_subset == 3000
