@@ -129,8 +129,9 @@ def parse_dim(where: str, key: str, raw: Any, tp: Any,
     """Read a study-file value for ``key`` as a `Dim` of type ``tp``.
 
     ``check(value)`` validates one value's meaning (raising `ConfigError`); it is
-    applied to each choice or to both ends of a range. Every failure is a
-    `SpecError` that starts with ``where`` (the file) and names ``key``.
+    applied to each choice, to every value of an int range (up to `MAX_CHECKED`
+    of them) and to both ends of other ranges. Every failure is a `SpecError`
+    that starts with ``where`` (the file) and names ``key``.
     """
 
     def fail(problem: str) -> SpecError:
@@ -162,7 +163,10 @@ def parse_dim(where: str, key: str, raw: Any, tp: Any,
             raise fail(f"log must be true or false, got {log!r}")
         step = raw.get("step")
         if step is not None:
-            step = check_type_or_fail(fail, "step", step, tp)
+            try:
+                step = check_type("step", step, tp)
+            except ConfigError as err:
+                raise fail(f"step {err.problem}, got {step!r}") from None
             if step <= 0:
                 raise fail(f"step must be > 0, got {step!r}")
             if log:
@@ -188,9 +192,3 @@ def parse_dim(where: str, key: str, raw: Any, tp: Any,
         return Dim(key, tp, choices=choices)
     return Dim(key, tp, value=typed(raw, ""))
 
-
-def check_type_or_fail(fail: Callable[[str], SpecError], name: str, value: Any, tp: Any) -> Any:
-    try:
-        return check_type(name, value, tp)
-    except ConfigError as err:
-        raise fail(f"{name} {err.problem}, got {value!r}") from None
