@@ -71,18 +71,31 @@ def build_parser() -> argparse.ArgumentParser:
     baselines.add_argument("--study", default="resnet-budget",
                            help="study whose budget and space to compare with")
     baselines.set_defaults(func=cmd_baselines)
+
+    data = sub.add_parser(
+        "data", help="load (and cache) a CIFAR-10 data set and summarise it",
+        description="Read CIFAR-10 from the python batches (folder or cifar-10-python.tar.gz) "
+        "or an image-folder tree (folder or tar), decode it once into the cache, and print "
+        "its splits and classes. --download fetches the original archive first (needs "
+        "internet access).",
+    )
+    data.add_argument("--data", metavar="PATH", help="the data set (required unless --download)")
+    data.add_argument("--download", metavar="DIR",
+                      help="download cifar-10-python.tar.gz into DIR and use it")
+    data.set_defaults(func=cmd_data)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``search`` console script."""
     from space import SpecError
+    from trainers.safeio import DataError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args, sys.stdout) or 0)
-    except (SpecError, UsageError) as err:
+    except (SpecError, DataError, UsageError) as err:
         print(f"search: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -167,6 +180,34 @@ def _in_space(spec: StudySpec, arch: ArchConfig) -> bool:
     except ValueError:
         return False
     return True
+
+
+def cmd_data(args: argparse.Namespace, out: TextIO) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from trainers.data import cache_file, download_cifar10, load_cifar10
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    if args.download:
+        source = download_cifar10(Path(args.download), progress=say)
+    elif args.data:
+        source = Path(args.data)
+    else:
+        raise UsageError("data: give --data PATH (or --download DIR)")
+    data = load_cifar10(source, progress=say)
+    print(f"source   {data.source}", file=out)
+    print(f"sha256   {data.digest}", file=out)
+    print(f"cache    {cache_file(data.digest)}", file=out)
+    print(f"{'class':<12} {'train':>7} {'test':>7}", file=out)
+    for i, name in enumerate(data.classes):
+        print(f"{name:<12} {int(np.sum(data.train_labels == i)):>7,} "
+              f"{int(np.sum(data.test_labels == i)):>7,}", file=out)
+    print(f"{'total':<12} {len(data.train_labels):>7,} {len(data.test_labels):>7,}", file=out)
+    return 0
 
 
 def print_histogram(values: list[int], budget: int, out: TextIO, bins: int = 10,

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from trainers.data import CifarData
 
 # A small valid study file; tests change one line of it at a time.
 MINIMAL_STUDY = """\
@@ -62,3 +69,19 @@ class RandomSuggester:
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self.user_attrs[key] = value
+
+
+# The shared CIFAR-10 JPEG archive beside the checkout (../shared/data), as in CI.
+SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def cifar_jpeg(tmp_path_factory: pytest.TempPathFactory) -> CifarData:
+    """The shared archive, decoded once per test session into a private cache."""
+    from trainers.data import load_cifar10
+
+    if not SHARED_ARCHIVE.exists():
+        if os.environ.get("SEARCH_REQUIRE_SHARED_DATA"):
+            pytest.fail(f"{SHARED_ARCHIVE} is missing")
+        pytest.skip(f"{SHARED_ARCHIVE} is missing")
+    return load_cifar10(SHARED_ARCHIVE, cache_dir=tmp_path_factory.mktemp("cifar-cache"))

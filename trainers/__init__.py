@@ -1,7 +1,25 @@
-"""Training engine: data, augmentation, training loop, checkpoints."""
+"""Training engine: CIFAR-10 data, device-side augmentation, training, checkpoints.
+
+Imports neither Optuna nor Ray.
+"""
 
 from __future__ import annotations
 
+from trainers.checkpoint import CheckpointError
 from trainers.config import TrainConfig
+from trainers.data import CLASSES, CifarData, load_cifar10, read_unlabeled
+from trainers.fit import FitResult, TrainingDiverged, fit
+from trainers.safeio import DataError
 
-__all__ = ["TrainConfig"]
+__all__ = [
+    "CLASSES",
+    "CheckpointError",
+    "CifarData",
+    "DataError",
+    "FitResult",
+    "TrainConfig",
+    "TrainingDiverged",
+    "fit",
+    "load_cifar10",
+    "read_unlabeled",
+]

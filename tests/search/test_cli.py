@@ -14,6 +14,7 @@ import pytest
 
 from search.cli import main
 from tests.conftest import MINIMAL_STUDY
+from trainers.data import CLASSES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -282,3 +283,38 @@ def test_process_exits_2_with_one_line(tmp_path: Path, how: str) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert_one_line_error(proc.stderr, str(path), "arch.width", "must be int")
+
+
+# -- search data ----------------------------------------------------------------------
+
+
+def test_data_summarises_a_data_set_and_caches_it(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.trainers.test_data import make_tar, write_image_tree
+
+    monkeypatch.setenv("SEARCH_CACHE", str(tmp_path / "cache"))
+    archive = make_tar(tmp_path / "tiny.tar.gz", write_image_tree(tmp_path / "tree"))
+    code, out, err = run_main(["data", "--data", str(archive)], capsys)
+    assert code == 0, err
+    assert f"source   {archive}" in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[4:]}
+    assert set(rows) == {*CLASSES, "total"}
+    assert list((tmp_path / "cache").glob("*.npz"))
+    assert "decoding" in err
+
+
+@pytest.mark.parametrize("argv", [["data", "--data", "/nonexistent/cifar"], ["data"]])
+def test_data_errors_exit_2_with_one_line(argv: list[str],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(argv, capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("search: error:")
+
+
+def test_the_trainer_imports_neither_optuna_nor_ray_nor_torchvision() -> None:
+    code = ("import sys, trainers, trainers.fit, trainers.augment, trainers.data; "
+            "bad = [m for m in ('optuna', 'ray', 'torchvision') if m in sys.modules]; "
+            "sys.exit(', '.join(bad) or None)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

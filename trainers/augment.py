@@ -1,0 +1,154 @@
+"""Batches drawn from a split held on the training device, augmented there.
+
+The whole split lives on the device as uint8 (N x 32 x 32 x 3, the layout CIFAR
+stores, which is channels-last). Each batch is gathered, normalised, randomly
+cropped from a reflection-padded copy, flipped, cut out and optionally mixed,
+all as batched tensor ops on that device: no CPU worker touches a pixel, and
+nothing waits on the host. No torchvision.
+
+Randomness comes from two sources that checkpoints save: a `torch.Generator` on
+the device for per-image draws, and a `random.Random` for per-batch scalars
+(mixup's lambda, the CutMix box), which keeps them off the device.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from trainers.config import TrainConfig
+
+# Per-channel statistics of the CIFAR-10 training images, in [0, 1].
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+NUM_CLASSES = 10
+
+
+def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 N x H x W x C (or N x C x H x W) to normalised float N x C x H x W.
+
+    An N x H x W x C input becomes a channels-last N x C x H x W view without a copy.
+    """
+    if images.shape[-1] == 3 and images.shape[1] != 3:
+        images = images.permute(0, 3, 1, 2)
+    mean = torch.tensor(MEAN, device=images.device, dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device, dtype=dtype).view(1, 3, 1, 1)
+    return (images.to(dtype) / 255.0 - mean) / std
+
+
+def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
+    """A random H x W window of each image reflection-padded by ``padding``."""
+    if padding == 0:
+        return x
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4, mode="reflect")
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=gen, device=x.device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=gen, device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows, cols]
+
+
+def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2."""
+    flip = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Zero (the mean, after normalisation) a size x size square per image.
+
+    Centres are uniform over the image, so squares may be clipped at the border
+    (DeVries & Taylor, 2017).
+    """
+    if size == 0:
+        return x
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n, 1), generator=gen, device=x.device)
+    cx = torch.randint(0, w, (n, 1), generator=gen, device=x.device)
+    ys = torch.arange(h, device=x.device)[None, :] - cy + size // 2
+    xs = torch.arange(w, device=x.device)[None, :] - cx + size // 2
+    inside = ((ys >= 0) & (ys < size))[:, :, None] & ((xs >= 0) & (xs < size))[:, None, :]
+    return x.masked_fill(inside[:, None], 0.0)
+
+
+class Batch(NamedTuple):
+    images: torch.Tensor  # float N x C x H x W, normalised
+    labels: torch.Tensor  # int64 N: the images' own classes
+    targets: torch.Tensor  # int64 N, or float N x 10 class probabilities after mixing
+
+
+def mix(x: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
+        rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup or CutMix (one of the enabled two, chosen per batch) with soft targets."""
+    use_cutmix = cfg.cutmix > 0 and (cfg.mixup == 0 or rng.random() < 0.5)
+    alpha = cfg.cutmix if use_cutmix else cfg.mixup
+    lam = rng.betavariate(alpha, alpha)
+    perm = torch.randperm(x.shape[0], generator=gen, device=x.device)
+    if use_cutmix:
+        h, w = x.shape[2:]
+        cut = math.sqrt(1.0 - lam)
+        ch, cw = int(h * cut), int(w * cut)
+        cy, cx = rng.randrange(h), rng.randrange(w)
+        y0, y1 = max(cy - ch // 2, 0), min(cy + ch - ch // 2, h)
+        x0, x1 = max(cx - cw // 2, 0), min(cx + cw - cw // 2, w)
+        x = x.clone()
+        x[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+        lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)  # the area actually kept
+    else:
+        x = lam * x + (1.0 - lam) * x[perm]
+    one_hot = F.one_hot(labels, NUM_CLASSES).to(x.dtype)
+    return x, lam * one_hot + (1.0 - lam) * one_hot[perm]
+
+
+class TrainLoader:
+    """Epochs of augmented batches from a device-resident split.
+
+    Args:
+        images: uint8 N x 32 x 32 x 3 on the training device.
+        labels: int64 N on the same device.
+        cfg: batch size and augmentation switches.
+        gen: device generator for per-image draws.
+        rng: host generator for per-batch scalars.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+                 gen: torch.Generator, rng: random.Random) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 N x H x W x C, got {images.dtype} "
+                             f"{tuple(images.shape)}")
+        self.images, self.labels, self.cfg = images, labels, cfg
+        self.gen, self.rng = gen, rng
+        self.batch_size = min(cfg.batch_size, len(images))
+
+    def __len__(self) -> int:
+        # Whole batches only: equal shapes every step, and no BatchNorm over one image.
+        return len(self.images) // self.batch_size
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = torch.randperm(len(self.images), generator=self.gen, device=self.images.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.augment(self.images[idx], self.labels[idx])
+
+    def augment(self, images: torch.Tensor, labels: torch.Tensor) -> Batch:
+        cfg = self.cfg
+        x = normalize(images)
+        if cfg.crop:
+            x = random_crop(x, cfg.crop_padding, self.gen)
+        if cfg.flip:
+            x = random_flip(x, self.gen)
+        x = cutout(x, cfg.cutout, self.gen)
+        targets: torch.Tensor = labels
+        if cfg.mixup > 0 or cfg.cutmix > 0:
+            x, targets = mix(x, labels, cfg, self.gen, self.rng)
+        if x.is_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return Batch(x, labels, targets)

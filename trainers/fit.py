@@ -1,0 +1,366 @@
+"""`fit`: train one architecture with one recipe, reporting after every epoch.
+
+Imports neither Optuna nor Ray: the search passes a ``report(epoch, metrics)``
+callback that returns True to stop. On CUDA the step runs under bf16 autocast
+with channels-last tensors and a fused optimizer; loss and accuracy are summed
+on the device and read once per epoch, so the host rarely waits.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import ArchConfig, build_model, count_params
+from trainers.augment import TrainLoader, normalize
+from trainers.checkpoint import (
+    CheckpointError,
+    as_tuples,
+    code_version,
+    load_latest,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from trainers.config import TrainConfig
+from trainers.data import CifarData
+from trainers.splits import stratified_split, stratified_subset
+
+SPLIT_SEED = 0  # every trial of every study validates on the same images
+NAN_CHECK_STEPS_CUDA = 50  # steps between host reads of the divergence flag on CUDA
+
+Report = Callable[[int, dict[str, float]], bool]
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        self.epoch, self.step = epoch, step
+        super().__init__(f"training diverged: loss is NaN or infinite at epoch {epoch}, "
+                         f"step {step}")
+
+
+@dataclass
+class FitResult:
+    """What a run produced. ``model`` is the one evaluated (the EMA copy if enabled)."""
+
+    model: nn.Module
+    history: list[dict[str, float]]  # one row of metrics per epoch, resumed epochs included
+    epochs: int  # epochs completed
+    stopped: bool  # the report callback stopped the run
+    resumed_from: int | None  # epoch of the checkpoint the run continued from
+    seconds: float  # wall time of this call
+    device: str
+    n_params: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def val_acc(self) -> float:
+        return self.history[-1]["val_acc"] if self.history else float("nan")
+
+    @property
+    def best_val_acc(self) -> float:
+        return max((row["val_acc"] for row in self.history), default=float("nan"))
+
+
+@dataclass
+class Split:
+    """The images a run uses, as uint8 tensors on the training device."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+
+    @classmethod
+    def carve(cls, data: CifarData, cfg: TrainConfig, device: torch.device) -> Split:
+        """Validation from the training set (stratified, fixed seed), then the subset."""
+        kept, held = stratified_split(data.train_labels, cfg.val_size, SPLIT_SEED)
+        if cfg.train_subset:
+            kept = kept[stratified_subset(data.train_labels[kept], cfg.train_subset, SPLIT_SEED)]
+
+        def put(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+        return cls(put(data.train_images[kept]), put(data.train_labels[kept]),
+                   put(data.train_images[held]), put(data.train_labels[held]))
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv and linear weights only, not on BN parameters or biases."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig,
+                   device: torch.device) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay)
+    fused = device.type == "cuda"
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999), fused=fused)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, fused=fused)
+
+
+def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Multiplier of the peak learning rate at each optimizer step."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "onecycle":
+        # Linear up from lr/25 over the warmup (a quarter of the run if none), then down.
+        up = max(1, round((cfg.warmup_epochs or cfg.epochs / 4) * steps_per_epoch))
+
+        def onecycle(step: int) -> float:
+            if step < up:
+                return 0.04 + 0.96 * step / up
+            return max(0.0, (total - step) / max(1, total - up))
+
+        return onecycle
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+
+    def cosine(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return cosine
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+             tta_flip: bool, batch_size: int = 1000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy; one host sync for the whole set."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=images.device)
+    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    for start in range(0, len(images), batch_size):
+        x = normalize(images[start:start + batch_size])
+        y = labels[start:start + batch_size]
+        with _autocast(x.device):
+            logits = model(x).float()
+            if tta_flip:
+                logits = (logits + model(x.flip(3)).float()) / 2
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    model.train(was_training)
+    n = max(1, len(images))
+    return loss_sum.item() / n, correct.item() / n
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def fit(
+    arch: ArchConfig,
+    train_cfg: TrainConfig,
+    data: CifarData,
+    *,
+    device: str | torch.device | None = None,
+    report: Report | None = None,
+    checkpoint_dir: Path | str | None = None,
+    checkpoint_every: int = 1,
+    deterministic: bool = False,
+    log: Callable[[str], None] = print,
+) -> FitResult:
+    """Train ``arch`` with ``train_cfg`` on ``data``'s training split.
+
+    Args:
+        arch: the network.
+        train_cfg: the recipe; its ``val_size`` images are held out for validation.
+        data: the data set; its test split is not touched.
+        device: ``"cuda"``, ``"cpu"``, ...; default: CUDA if present.
+        report: called after each epoch as ``report(epoch, metrics)`` with
+            ``val_acc``, ``val_loss``, ``train_loss``, ``train_acc``, ``lr``,
+            ``seconds`` and ``images_per_s``; returning True stops the run.
+        checkpoint_dir: where to write a checkpoint every ``checkpoint_every``
+            epochs (and after the last); a checkpoint already there is resumed.
+        deterministic: use deterministic kernels, so a resumed run ends with the
+            same weights as an uninterrupted one.
+        log: where progress lines ("resuming from epoch 3") go.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite.
+        CheckpointError: the checkpoint there is unreadable or for another run.
+    """
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(deterministic or previous)
+    try:
+        return _fit(arch, train_cfg, data, resolve_device(device), report,
+                    Path(checkpoint_dir) if checkpoint_dir is not None else None,
+                    checkpoint_every, log)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.device,
+         report: Report | None, ckpt_dir: Path | None, checkpoint_every: int,
+         log: Callable[[str], None]) -> FitResult:
+    start_time = time.perf_counter()
+    _seed_everything(train_cfg.seed)
+    model = build_model(arch).to(dev)  # initialised on the CPU: the same weights on any device
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    step_model: nn.Module = model
+    if train_cfg.compile and dev.type == "cuda":
+        step_model = torch.compile(model)  # type: ignore[assignment]
+    ema = _Ema(model, train_cfg.ema) if train_cfg.ema > 0 else None
+
+    split = Split.carve(data, train_cfg, dev)
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(train_cfg.seed)
+    host_rng = random.Random(train_cfg.seed)
+    loader = TrainLoader(split.train_images, split.train_labels, train_cfg, gen, host_rng)
+    optimizer = make_optimizer(model, train_cfg, dev)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(train_cfg, len(loader)))
+
+    history: list[dict[str, float]] = []
+    first_epoch, resumed_from = 1, None
+    if ckpt_dir is not None:
+        state = load_latest(ckpt_dir, log)
+        if state is not None:
+            _check_same_run(state, arch, train_cfg, ckpt_dir)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if ema is not None:
+                ema.model.load_state_dict(state["ema"])
+            set_rng_state(state["rng"])
+            gen.set_state(state["rng"]["device_gen"])
+            host_rng.setstate(as_tuples(state["rng"]["host_rng"]))
+            history = list(state["history"])
+            resumed_from = int(state["epoch"])
+            first_epoch = resumed_from + 1
+            log(f"resuming from the checkpoint of epoch {resumed_from} in {ckpt_dir}")
+
+    eval_model = ema.model if ema is not None else model
+    stopped = False
+    epoch = first_epoch - 1
+    for epoch in range(first_epoch, train_cfg.epochs + 1):
+        t0 = time.perf_counter()
+        train_loss, train_acc = _train_epoch(step_model, loader, optimizer, scheduler, ema,
+                                             train_cfg, epoch)
+        train_seconds = time.perf_counter() - t0
+        val_loss, val_acc = evaluate(eval_model, split.val_images, split.val_labels,
+                                     tta_flip=train_cfg.tta_flip)
+        metrics = {
+            "epoch": float(epoch), "train_loss": train_loss, "train_acc": train_acc,
+            "val_loss": val_loss, "val_acc": val_acc,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
+            "images_per_s": len(loader) * loader.batch_size / max(train_seconds, 1e-9),
+        }
+        history.append(metrics)
+        last = epoch == train_cfg.epochs
+        stopped = bool(report(epoch, metrics)) if report is not None else False
+        if ckpt_dir is not None and (epoch % checkpoint_every == 0 or last or stopped):
+            save_checkpoint({
+                "epoch": epoch, "arch": arch.to_dict(), "train": train_cfg.to_dict(),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "ema": ema.model.state_dict() if ema is not None else None,
+                "rng": rng_state({"device_gen": gen.get_state(),
+                                  "host_rng": host_rng.getstate()}),
+                "history": history, "code_version": code_version(),
+                "data_digest": data.digest,
+            }, ckpt_dir)
+        if stopped:
+            break
+    return FitResult(
+        model=eval_model, history=history, epochs=epoch, stopped=stopped,
+        resumed_from=resumed_from, seconds=time.perf_counter() - start_time,
+        device=_device_name(dev), n_params=count_params(arch),
+    )
+
+
+def _train_epoch(model: nn.Module, loader: TrainLoader, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, ema: _Ema | None,
+                 cfg: TrainConfig, epoch: int) -> tuple[float, float]:
+    model.train()
+    device = loader.images.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)
+    check_every = NAN_CHECK_STEPS_CUDA if device.type == "cuda" else 1
+    seen = 0
+    for step, batch in enumerate(loader, start=1):
+        with _autocast(device):
+            logits = model(batch.images)
+            loss = F.cross_entropy(logits.float(), batch.targets,
+                                   label_smoothing=cfg.label_smoothing)
+        # Record the first bad step on the device; read it only every few steps.
+        bad = ~torch.isfinite(loss.detach())
+        first_bad = torch.where(bad & (first_bad < 0), step, first_bad)
+        if step % check_every == 0 and first_bad.item() >= 0:
+            raise TrainingDiverged(epoch, int(first_bad.item()))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update()
+        loss_sum += loss.detach() * len(batch.labels)
+        correct += (logits.detach().argmax(1) == batch.labels).sum()
+        seen += len(batch.labels)
+    if first_bad.item() >= 0:
+        raise TrainingDiverged(epoch, int(first_bad.item()))
+    return loss_sum.item() / max(1, seen), correct.item() / max(1, seen)
+
+
+class _Ema:
+    """Exponential moving average of a model's weights (buffers copied as they are)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.source, self.decay = model, decay
+        self.model = copy.deepcopy(model).requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        ema_params: list[torch.Tensor] = list(self.model.parameters())
+        params = [p.detach() for p in self.source.parameters()]
+        torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
+        for mine, theirs in zip(self.model.buffers(), self.source.buffers(), strict=True):
+            mine.copy_(theirs)
+
+
+def _check_same_run(state: dict[str, Any], arch: ArchConfig, cfg: TrainConfig,
+                    directory: Path) -> None:
+    if state["arch"] != arch.to_dict():
+        raise CheckpointError(f"{directory}: the checkpoint is of another architecture "
+                              f"({ArchConfig.from_dict(state['arch']).describe()})")
+    if state["train"] != cfg.to_dict():
+        changed = sorted(k for k, v in cfg.to_dict().items() if state["train"].get(k) != v)
+        raise CheckpointError(f"{directory}: the checkpoint is of another recipe "
+                              f"(differs in {', '.join(changed)})")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type
