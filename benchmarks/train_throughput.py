@@ -6,9 +6,10 @@ plain  what most CIFAR scripts do: a DataLoader whose workers crop, flip and
        normalise each image on the CPU, fp32, batch 128.
 
 Images per second count training steps only (the fast path's validation pass is
-timed apart). Achieved FLOP/s = images/s x 3 x forward FLOPs (`count_flops`; the
-backward pass costs about twice the forward). The ceiling is the device's dense
-matmul rate, measured in the same run (bf16 on CUDA, fp32 on CPU).
+timed apart), in the last of --epochs epochs, the first ones warming up. Achieved
+FLOP/s = images/s x 3 x forward FLOPs (`count_flops`; the backward pass costs
+about twice the forward). The ceiling is the device's dense matmul rate, measured
+in the same run (bf16 on CUDA, fp32 on CPU).
 
     python benchmarks/train_throughput.py [--data PATH] [--subset N] [--epochs E]
 
@@ -87,8 +88,10 @@ class PerImageCifar(Dataset):
         return torch.from_numpy(img.transpose(2, 0, 1).copy()), int(self.labels[i])
 
 
-def plain_epoch_rate(data: CifarData, n: int, device: torch.device, workers: int) -> float:
-    """Images per second of one fp32 epoch through a per-image DataLoader, batch 128."""
+def plain_epoch_rate(data: CifarData, n: int, epochs: int, device: torch.device,
+                     workers: int) -> float:
+    """Images per second of the last of ``epochs`` fp32 epochs through a per-image
+    DataLoader, batch 128 (the first epochs warm up)."""
     torch.manual_seed(0)
     model = build_model(BASELINES["resnet-443"]).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
@@ -97,25 +100,27 @@ def plain_epoch_rate(data: CifarData, n: int, device: torch.device, workers: int
     loader = DataLoader(dataset, batch_size=128, shuffle=True, num_workers=workers,
                         drop_last=True, pin_memory=device.type == "cuda")
     model.train()
-    seen = 0
-    start = time.perf_counter()
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss.item()  # what a typical script's logging costs: a sync per step
-        seen += len(y)
-    _sync(device)
-    return seen / (time.perf_counter() - start)
+    rate = 0.0
+    for _ in range(epochs):
+        seen = 0
+        start = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss.item()  # what a typical script's logging costs: a sync per step
+            seen += len(y)
+        _sync(device)
+        rate = seen / (time.perf_counter() - start)
+    return rate
 
 
-def fast_rates(data: CifarData, n: int, epochs: int, device: torch.device,
-               compile_model: bool) -> dict[str, float]:
+def fast_rates(data: CifarData, n: int, n_val: int, batch: int, epochs: int,
+               device: torch.device, compile_model: bool) -> dict[str, float]:
     """The fast path through `fit`; the last epoch's figures (the first warms up)."""
-    cfg = TrainConfig(epochs=epochs, batch_size=512, lr=0.2, train_subset=n,
-                      val_size=min(5000, max(10, len(data.train_labels) - n)),
+    cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=0.2, train_subset=n, val_size=n_val,
                       tta_flip=True, compile=compile_model, cutout=8)
     rows: list[dict[str, float]] = []
     fit(BASELINES["resnet-443"], cfg, data, device=device,
@@ -123,7 +128,7 @@ def fast_rates(data: CifarData, n: int, epochs: int, device: torch.device,
     last = rows[-1]
     steps_images = last["images_per_s"]
     return {"images_per_s": steps_images,
-            "seconds_per_epoch_train": n // min(512, n) * min(512, n) / steps_images,
+            "seconds_per_epoch_train": n // min(batch, n) * min(batch, n) / steps_images,
             "seconds_per_epoch_with_validation": last["seconds"]}
 
 
@@ -133,6 +138,11 @@ def main() -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--subset", type=int, default=None,
                         help="training images (default: 512 on CPU, 45,000 on CUDA)")
+    parser.add_argument("--val", type=int, default=None,
+                        help="validation images (default: 200 on CPU, 5,000 on CUDA)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="fast path batch size (default: 128 on CPU, where larger batches "
+                        "run slower, 512 on CUDA); the plain path always uses 128")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--compile", action="store_true")
@@ -141,13 +151,15 @@ def main() -> int:
     device = resolve_device(args.device)
     data = load_cifar10(args.data, progress=lambda m: print(m, file=sys.stderr))
     n = args.subset or (512 if device.type == "cpu" else 45_000)
+    n_val = args.val or (200 if device.type == "cpu" else 5_000)
+    batch = args.batch or (128 if device.type == "cpu" else 512)
     flops = 3 * count_flops(BASELINES["resnet-443"])
     ceiling, ceiling_dtype = matmul_tflops(device, 8192 if device.type == "cuda" else 2048,
-                                           50 if device.type == "cuda" else 5)
+                                           50 if device.type == "cuda" else 30)
     print(f"matmul ceiling: {ceiling:.2f} TFLOP/s ({ceiling_dtype})", file=sys.stderr)
 
-    fast = fast_rates(data, n, args.epochs, device, args.compile)
-    plain_rate = plain_epoch_rate(data, n, device, args.workers)
+    fast = fast_rates(data, n, n_val, batch, args.epochs, device, args.compile)
+    plain_rate = plain_epoch_rate(data, n, args.epochs, device, args.workers)
     results: dict[str, dict[str, float]] = {"fast": fast, "plain": {
         "images_per_s": plain_rate, "seconds_per_epoch_train": n // 128 * 128 / plain_rate}}
     for row in results.values():
@@ -169,7 +181,8 @@ def main() -> int:
         "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
         "device": name, "device_type": device.type, "torch": torch.__version__,
         "cpus": os.cpu_count(), "platform": platform.platform(),
-        "arch": "resnet-443", "train_images": n, "epochs": args.epochs,
+        "arch": "resnet-443", "train_images": n, "val_images": n_val, "epochs": args.epochs,
+        "fast_batch_size": batch, "plain_batch_size": 128,
         "flops_per_train_image": flops,
         "matmul_tflops": ceiling, "matmul_dtype": ceiling_dtype,
         **results, "speedup": speedup,
