@@ -30,6 +30,8 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/space_dry_run.py
+	$(BIN)/python benchmarks/data_load.py
+	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
