@@ -39,7 +39,7 @@ from models import BASELINES, build_model, count_flops
 from trainers.augment import MEAN, STD
 from trainers.config import TrainConfig
 from trainers.data import CifarData, load_cifar10
-from trainers.fit import fit, resolve_device
+from trainers.training import fit, resolve_device
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"

@@ -8,8 +8,8 @@ from __future__ import annotations
 from trainers.checkpoint import CheckpointError
 from trainers.config import TrainConfig
 from trainers.data import CLASSES, CifarData, load_cifar10, read_unlabeled
-from trainers.fit import FitResult, TrainingDiverged, fit
 from trainers.safeio import DataError
+from trainers.training import FitResult, TrainingDiverged, fit
 
 __all__ = [
     "CLASSES",

@@ -313,7 +313,7 @@ def test_data_errors_exit_2_with_one_line(argv: list[str],
 
 
 def test_the_trainer_imports_neither_optuna_nor_ray_nor_torchvision() -> None:
-    code = ("import sys, trainers, trainers.fit, trainers.augment, trainers.data; "
+    code = ("import sys, trainers, trainers.training, trainers.augment, trainers.data; "
             "bad = [m for m in ('optuna', 'ray', 'torchvision') if m in sys.modules]; "
             "sys.exit(', '.join(bad) or None)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

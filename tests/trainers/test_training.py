@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-import trainers.fit as fit_module
+import trainers.training as fit_module
 from models import ArchConfig, StageConfig
 from trainers.checkpoint import LATEST, PREVIOUS, CheckpointError
 from trainers.config import TrainConfig
 from trainers.data import CifarData
-from trainers.fit import TrainingDiverged, fit, lr_factor, param_groups
+from trainers.training import TrainingDiverged, fit, lr_factor, param_groups
 
 TINY = ArchConfig(stages=(StageConfig(1, 16), StageConfig(1, 32, stride=2)), stem_width=16)
 QUICK = TrainConfig(epochs=3, batch_size=64, lr=0.05, warmup_epochs=0.5, train_subset=400,
