@@ -9,11 +9,6 @@ times and writes benchmarks/results/data-load-<date>.json.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -21,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import PIL
+from record import save
 
 from trainers.data import cache_file, load_cifar10
 
-RESULTS = Path(__file__).parent / "results"
 SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
@@ -55,19 +50,7 @@ def main() -> int:
     print(f"cached load: {min(cached):.2f} s best of {len(cached)} "
           f"({', '.join(f'{t:.2f}' for t in cached)}); cache file {cache_bytes / 2**20:.0f} MiB")
 
-    today = dt.date.today().isoformat()
-    record = {
-        "benchmark": "data_load",
-        "date": today,
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "pillow": PIL.__version__,
-        },
+    save("data_load", "data-load", {
         "source": str(args.source),
         "source_bytes": args.source.stat().st_size,
         "digest": data.digest,
@@ -76,11 +59,7 @@ def main() -> int:
         "cold_load_s": round(cold, 3),
         "cached_load_s": [round(t, 3) for t in cached],
         "cache_file_bytes": cache_bytes,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"data-load-{today}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"saved {out}")
+    }, numpy=np.__version__, pillow=PIL.__version__)
     return 0
 
 

@@ -14,22 +14,15 @@ Prints a table and writes benchmarks/results/space-dry-run-<study>-<date>.json.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
-import platform
-import shlex
 import sys
 import time
-from pathlib import Path
 
 import optuna
+from record import save
 
 from models import BASELINES, build_model, count_params
 from space import load_spec
 from space.dryrun import SAMPLERS, dry_run
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def counting_speed(repeats: int = 200) -> dict[str, float]:
@@ -77,28 +70,13 @@ def main() -> int:
     print(f"count_params: {speed['count_params_us']} us per call over the baselines "
           f"(building on the meta device and summing: {speed['meta_build_count_us']} us)")
 
-    today = dt.date.today().isoformat()
-    record = {
-        "benchmark": "space_dry_run",
-        "date": today,
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "optuna": optuna.__version__,
-        },
+    save("space_dry_run", f"space-dry-run-{args.study}", {
         "study": args.study,
         "proposals_per_sampler": args.n,
         "seed": args.seed,
         "results": rows,
         "counting": speed,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"space-dry-run-{args.study}-{today}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"saved {out}")
+    }, optuna=optuna.__version__)
     return 0
 
 

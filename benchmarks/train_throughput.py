@@ -20,12 +20,9 @@ training split. Writes benchmarks/results/train-throughput-<device>-<date>.json.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import platform
 import re
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -33,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from record import save
 from torch.utils.data import DataLoader, Dataset
 
 from models import BASELINES, build_model, count_flops
@@ -41,7 +39,6 @@ from trainers.config import TrainConfig
 from trainers.data import CifarData, load_cifar10
 from trainers.training import fit, resolve_device
 
-RESULTS = Path(__file__).parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
@@ -175,23 +172,15 @@ def main() -> int:
     speedup = fast["images_per_s"] / plain_rate
     print(f"speedup (fast / plain images/s): {speedup:.2f}x")
 
-    today = dt.date.today().isoformat()
-    record = {
-        "benchmark": "train_throughput", "date": today,
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
-        "device": name, "device_type": device.type, "torch": torch.__version__,
-        "cpus": os.cpu_count(), "platform": platform.platform(),
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+    save("train_throughput", f"train-throughput-{slug}", {
+        "device": name, "device_type": device.type,
         "arch": "resnet-443", "train_images": n, "val_images": n_val, "epochs": args.epochs,
         "fast_batch_size": batch, "plain_batch_size": 128,
         "flops_per_train_image": flops,
         "matmul_tflops": ceiling, "matmul_dtype": ceiling_dtype,
         **results, "speedup": speedup,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
-    out = RESULTS / f"train-throughput-{slug}-{today}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"saved {out}")
+    }, torch=torch.__version__)
     return 0
 
 
