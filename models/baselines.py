@@ -44,6 +44,8 @@ register("resnet-443", three_stage((4, 4, 3), (64, 128, 256), stem_width=64))
 register("resnet-20", three_stage((3, 3, 3), (16, 32, 64), stem_width=16))
 register("resnet-56", three_stage((9, 9, 9), (16, 32, 64), stem_width=16))
 register("resnet-110", three_stage((18, 18, 18), (16, 32, 64), stem_width=16))
+# ResNet-8 (n=1) at half width: small enough for the CPU smoke study's budget.
+register("resnet-8-half", three_stage((1, 1, 1), (8, 16, 32), stem_width=8))
 # ResNet-18's widths on three stages; 3+3+2 blocks keep its 18 weighted layers.
 register("resnet-18-3stage", three_stage((3, 3, 2), (64, 128, 256), stem_width=64))
 # He et al. (2016): 164 layers of bottleneck blocks, inner widths 16/32/64.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TextIO
@@ -83,11 +84,64 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--download", metavar="DIR",
                       help="download cifar-10-python.tar.gz into DIR and use it")
     data.set_defaults(func=cmd_data)
+
+    run = sub.add_parser(
+        "run", help="run (or continue) a search",
+        description="Run a study's search: workers train candidates and the pruner stops "
+        "weak ones; every trial goes to the store. Running the same command again "
+        "continues up to --n-trials.",
+    )
+    run.add_argument("--study", default="resnet-budget", help="built-in name or study file")
+    run.add_argument("--storage", metavar="URL",
+                     help="store URL (default: $SEARCH_STORAGE, else sqlite under runs/STUDY/)")
+    run.add_argument("--study-name", help="name in the store (default: the study file's name)")
+    run.add_argument("--n-trials", type=_int_at_least(1), default=100,
+                     help="finished trials the whole study should reach (default: 100)")
+    run.add_argument("--timeout", type=_int_at_least(1), metavar="S",
+                     help="start no new trial after S seconds")
+    run.add_argument("--workers", type=_int_at_least(1), metavar="K",
+                     help="parallel workers (default: one per GPU, else 1)")
+    run.add_argument("--gpus-per-trial", type=float, default=1.0, metavar="G",
+                     help="GPUs each Ray worker holds; fractions share a GPU (default: 1)")
+    run.add_argument("--executor", choices=("ray", "local"), default="ray",
+                     help="'ray' (default) or 'local' subprocesses, for machines without Ray")
+    run.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster")
+    run.add_argument("--data", metavar="PATH",
+                     help="CIFAR-10 data (default: $SEARCH_DATA, else data/...)")
+    run.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda if present")
+    run.add_argument("--seed", type=_int_at_least(0), help="sampler seed")
+    run.add_argument("--no-baselines", action="store_true",
+                     help="do not queue the named baselines as a new study's first trials")
+    run.add_argument("--trainer", default=None, help=argparse.SUPPRESS)  # benchmarks, tests
+    run.set_defaults(func=cmd_run)
+
+    for command, text in (("trials", "list a study's trials"),
+                          ("best", "show a study's best trials")):
+        listing = sub.add_parser(command, help=text, description=text + " from the store.")
+        listing.add_argument("--study", default="resnet-budget",
+                             help="study name in the store (or a study file / built-in name)")
+        listing.add_argument("--storage", metavar="URL", help="store URL (as for run)")
+        listing.add_argument("--top", type=_int_at_least(1), default=10 if command == "best"
+                             else 10**9, help=argparse.SUPPRESS if command == "trials"
+                             else "how many (default: 10)")
+        listing.set_defaults(func=cmd_trials if command == "trials" else cmd_best)
+
+    dash = sub.add_parser("dashboard", help="serve optuna-dashboard on the store",
+                          description="Start optuna-dashboard on the study store.")
+    dash.add_argument("--storage", metavar="URL",
+                      help="store URL (default: $SEARCH_STORAGE, else runs/STUDY/study.db)")
+    dash.add_argument("--study", default="resnet-budget",
+                      help="study whose default store to open when no URL is given")
+    dash.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    dash.add_argument("--port", type=_int_at_least(1), default=8080)
+    dash.set_defaults(func=cmd_dashboard)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``search`` console script."""
+    from search.run import RunError
+    from search.storage import StorageError
     from space import SpecError
     from trainers.safeio import DataError
 
@@ -95,12 +149,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args, sys.stdout) or 0)
-    except (SpecError, DataError, UsageError) as err:
+    except (SpecError, DataError, StorageError, RunError, UsageError) as err:
         print(f"search: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("search: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `search trials | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def cmd_space(args: argparse.Namespace, out: TextIO) -> int:
@@ -207,6 +264,74 @@ def cmd_data(args: argparse.Namespace, out: TextIO) -> int:
         print(f"{name:<12} {int(np.sum(data.train_labels == i)):>7,} "
               f"{int(np.sum(data.test_labels == i)):>7,}", file=out)
     print(f"{'total':<12} {len(data.train_labels):>7,} {len(data.test_labels):>7,}", file=out)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from search.run import RunOptions, run_search
+    from search.worker import TRAINER
+
+    return run_search(RunOptions(
+        study=args.study, storage=args.storage, study_name=args.study_name,
+        n_trials=args.n_trials, timeout=args.timeout, workers=args.workers,
+        gpus_per_trial=args.gpus_per_trial, executor=args.executor,
+        ray_address=args.ray_address, data=args.data, device=args.device, seed=args.seed,
+        baselines=not args.no_baselines, trainer=args.trainer or TRAINER,
+    ), out)
+
+
+def _study_from_store(args: argparse.Namespace) -> object:
+    from search.storage import load_study, resolve_storage_url
+
+    name = args.study
+    if name.endswith(".toml") or "/" in name:
+        from space import load_spec
+
+        name = load_spec(name).name
+    return load_study(resolve_storage_url(args.storage, name), name)
+
+
+def cmd_trials(args: argparse.Namespace, out: TextIO) -> int:
+    from search.live import describe
+
+    study = _study_from_store(args)
+    print(f"{'trial':>5} {'state':<8} {'epoch':>5} {'val_acc':>8} {'params':>7}  "
+          "architecture / reason", file=out)
+    for trial in study.get_trials(deepcopy=False):  # type: ignore[attr-defined]
+        print(describe(trial), file=out)
+    return 0
+
+
+def cmd_best(args: argparse.Namespace, out: TextIO) -> int:
+    from optuna.trial import TrialState
+
+    from search.live import describe
+
+    study = _study_from_store(args)
+    done = [t for t in study.get_trials(deepcopy=False,  # type: ignore[attr-defined]
+                                        states=(TrialState.COMPLETE,)) if t.value is not None]
+    if not done:
+        raise UsageError(f"study {args.study!r} has no complete trial yet")
+    print(f"{'trial':>5} {'state':<8} {'epoch':>5} {'val_acc':>8} {'params':>7}  architecture",
+          file=out)
+    for trial in sorted(done, key=lambda t: -(t.value or 0.0))[:args.top]:
+        print(describe(trial), file=out)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace, out: TextIO) -> int:
+    from search.storage import mask_url, open_storage, resolve_storage_url
+
+    url = resolve_storage_url(args.storage, args.study)
+    if args.host in ("0.0.0.0", "::"):
+        print(f"search: warning: the dashboard on {args.host} is open to every network this "
+              "machine is on, with no login", file=sys.stderr)
+    storage = open_storage(url, heartbeat=False)
+    print(f"dashboard for {mask_url(url)} at http://{args.host}:{args.port}/", file=out,
+          flush=True)
+    from optuna_dashboard import run_server
+
+    run_server(storage, host=args.host, port=args.port)
     return 0
 
 

@@ -1,0 +1,98 @@
+"""Where workers run: Ray tasks (the default, and the way past one machine) or local
+subprocesses (for machines without Ray). Both run `search.worker.run_worker`.
+
+The driver polls while the workers run, so the live view keeps drawing, and on
+Ctrl-C it interrupts them: each worker's running trial is marked FAIL by Optuna
+as the interrupt unwinds it, so no trial is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from search.worker import WorkerConfig, worker_main
+
+Tick = Callable[[], None]
+INTERRUPT_WAIT_S = 60  # how long interrupted workers get to mark their trials
+
+
+class WorkerError(RuntimeError):
+    """A worker stopped with an error (its trials are in the store)."""
+
+
+def run_local(configs: list[WorkerConfig], tick: Tick, interval: float = 2.0) -> None:
+    """Each worker in its own (spawned) process; returns when all have ended."""
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=worker_main, args=(cfg,), name=f"search-worker-{cfg.worker}")
+             for cfg in configs]
+    for proc in procs:
+        proc.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            tick()
+            for proc in procs:
+                proc.join(timeout=interval / len(procs))
+    except KeyboardInterrupt:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGINT)  # a terminal sends it too; a test does not
+        for proc in procs:
+            proc.join(timeout=INTERRUPT_WAIT_S)
+            if proc.is_alive():
+                proc.terminate()
+        raise
+    finally:
+        tick()
+    failed = [p for p in procs if p.exitcode not in (0, None)]
+    if failed:
+        raise WorkerError(", ".join(f"{p.name} exited with code {p.exitcode}" for p in failed))
+
+
+def run_ray(configs: list[WorkerConfig], tick: Tick, *, address: str | None,
+            gpus_per_trial: float, cpus_per_trial: float, interval: float = 2.0) -> None:
+    """Each worker as a Ray task holding ``gpus_per_trial`` GPUs and ``cpus_per_trial`` CPUs.
+
+    Starts a local Ray instance (shut down at the end) unless ``address`` names a
+    running cluster to join.
+    """
+    import ray
+
+    from search.worker import run_worker
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True,
+                 configure_logging=False, logging_level=logging.ERROR)
+    try:
+        task = ray.remote(num_gpus=gpus_per_trial, num_cpus=cpus_per_trial,
+                          max_retries=0)(run_worker)
+        refs: list[Any] = [task.remote(cfg) for cfg in configs]
+        pending = list(refs)
+        try:
+            while pending:
+                tick()
+                _, pending = ray.wait(pending, timeout=interval)
+        except KeyboardInterrupt:
+            for ref in refs:
+                ray.cancel(ref)  # raises KeyboardInterrupt inside the task
+            ray.wait(refs, num_returns=len(refs), timeout=INTERRUPT_WAIT_S)
+            raise
+        finally:
+            tick()
+        errors = []
+        for ref in refs:
+            try:
+                ray.get(ref)
+            except Exception as err:  # the task's own exception, wrapped by Ray
+                cause = getattr(err, "cause", None) or err
+                errors.append(f"{type(cause).__name__}: {str(cause).splitlines()[-1]}")
+        if errors:
+            raise WorkerError("; ".join(errors))
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,157 @@
+"""`search run`: create or continue a study and run its workers until it is done."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import optuna
+
+from search.live import LiveView
+from search.storage import mask_url, open_storage, resolve_storage_url
+from search.worker import TRAINER, WorkerConfig, count_finished
+
+DATA_ENV = "SEARCH_DATA"
+# Looked for, in this order, when neither --data nor $SEARCH_DATA is given.
+DATA_CANDIDATES = ("data/cifar-10-python.tar.gz", "data/cifar-10-batches-py",
+                   "data/cifar10-jpeg.tar.gz", "data/cifar10")
+
+
+class RunError(ValueError):
+    """Bad input to `search run` (printed as one line, exit code 2)."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    study: str
+    storage: str | None = None
+    study_name: str | None = None
+    n_trials: int = 100
+    timeout: float | None = None
+    workers: int | None = None
+    gpus_per_trial: float = 1.0
+    executor: str = "ray"
+    ray_address: str | None = None
+    data: str | None = None
+    device: str | None = None
+    seed: int | None = None
+    baselines: bool = True
+    trainer: str = TRAINER
+
+
+def find_data(given: str | None) -> str:
+    """--data, else $SEARCH_DATA, else the first of `DATA_CANDIDATES` that exists."""
+    if given:
+        return given
+    if os.environ.get(DATA_ENV):
+        return os.environ[DATA_ENV]
+    for candidate in DATA_CANDIDATES:
+        if Path(candidate).exists():
+            return candidate
+    raise RunError(f"no data: pass --data PATH, set ${DATA_ENV}, or put the data at one of "
+                   f"{', '.join(DATA_CANDIDATES)}")
+
+
+def enqueue_baselines(study: optuna.Study, spec: object, out: TextIO) -> list[str]:
+    """Queue the named baselines inside the space as the study's first trials."""
+    from models import BASELINES, count_params
+    from space import StudySpec
+
+    assert isinstance(spec, StudySpec)
+    queued = []
+    for name, arch in BASELINES.items():
+        if count_params(arch) > spec.budget:
+            continue
+        try:
+            params = spec.arch_params(arch)
+        except ValueError:
+            continue
+        study.enqueue_trial(params, user_attrs={"baseline": name})
+        queued.append(name)
+    if queued:
+        print(f"baselines queued first: {', '.join(queued)}", file=out)
+    return queued
+
+
+def default_workers(device: str | None) -> int:
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return 1
+
+
+def run_search(opts: RunOptions, out: TextIO = sys.stdout) -> int:
+    """Run the study to ``opts.n_trials`` finished trials; the exit code."""
+    from search.executors import WorkerError, run_local, run_ray
+    from space import load_spec
+    from trainers import load_cifar10
+
+    spec = load_spec(opts.study)
+    name = opts.study_name or spec.name
+    url = resolve_storage_url(opts.storage, name)
+    data_path = find_data(opts.data)
+    print(f"study    {name} ({spec.source}), budget {spec.budget:,} parameters", file=out)
+    print(f"store    {mask_url(url)}", file=out)
+    # Decode the data once here, so that the workers all read the cache.
+    data = load_cifar10(data_path, progress=lambda m: print(f"data     {m}", file=out, flush=True))
+    print(f"data     {data.source}: {len(data.train_labels):,} train images", file=out)
+
+    storage = open_storage(url, heartbeat=False)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                load_if_exists=True)
+    if not study.trials and opts.baselines:
+        enqueue_baselines(study, spec, out)
+    done, _ = count_finished(study)
+    workers = opts.workers or default_workers(opts.device)
+    print(f"trials   {done} of {opts.n_trials} finished already; {workers} worker(s), "
+          f"executor {opts.executor}", file=out, flush=True)
+    if done >= opts.n_trials:
+        return 0
+    cpu_threads = max(1, (os.cpu_count() or 1) // workers)
+    configs = [WorkerConfig(study=opts.study, study_name=name, storage_url=url,
+                            n_trials=opts.n_trials, data=data_path, device=opts.device,
+                            seed=opts.seed, worker=i, timeout=opts.timeout,
+                            trainer=opts.trainer, cpu_threads=cpu_threads)
+               for i in range(workers)]
+    view = LiveView(study, opts.n_trials, out)
+    code = 0
+    try:
+        if opts.executor == "local":
+            run_local(configs, view.update)
+        else:
+            gpus = opts.gpus_per_trial if _has_gpu(opts.device) else 0.0
+            run_ray(configs, view.update, address=opts.ray_address, gpus_per_trial=gpus,
+                    cpus_per_trial=0 if gpus else cpu_threads)
+    except KeyboardInterrupt:
+        print("interrupted: workers stopped; run the same command to continue", file=out)
+        code = 130
+    except WorkerError as err:
+        print(f"search: a worker failed: {err}", file=sys.stderr)
+        code = 1
+    summarize(study, out)
+    return code
+
+
+def _has_gpu(device: str | None) -> bool:
+    import torch
+
+    return device != "cpu" and torch.cuda.is_available()
+
+
+def summarize(study: optuna.Study, out: TextIO) -> None:
+    trials = study.get_trials(deepcopy=False)
+    by_state: dict[str, int] = {}
+    for t in trials:
+        by_state[t.state.name] = by_state.get(t.state.name, 0) + 1
+    print("states   " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(by_state.items())),
+          file=out)
+    complete = [t for t in trials if t.value is not None]
+    if complete:
+        best = max(complete, key=lambda t: t.value or 0.0)
+        print(f"best     trial {best.number}: val_acc {best.value:.4f}, "
+              f"{best.user_attrs.get('n_params', 0):,} parameters, "
+              f"{best.user_attrs.get('arch_summary', '')}", file=out)

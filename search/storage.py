@@ -1,0 +1,91 @@
+"""The study store: an Optuna RDB storage named by a URL.
+
+Embedded default: an SQLite file under ``runs/<study>/``. The service form is
+Postgres (``postgresql+psycopg2://user:password@host/db``), given with
+``--storage`` or the ``SEARCH_STORAGE`` environment variable. Each process opens
+its own connection from the URL (engines do not travel between processes);
+``pool_pre_ping`` lets a worker live through a database restart.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+STORAGE_ENV = "SEARCH_STORAGE"
+RUNS_DIR = Path("runs")
+HEARTBEAT_S = 10  # seconds between a running trial's heartbeats
+GRACE_S = 30  # a trial silent this long belongs to a dead worker: FAIL, then retried
+MAX_RETRY = 3  # re-runs of a dead worker's parameters
+
+
+class StorageError(ValueError):
+    """A storage URL that cannot be used; the message masks the password."""
+
+
+def resolve_storage_url(url: str | None, study: str) -> str:
+    """``url``, else ``$SEARCH_STORAGE``, else ``sqlite:///runs/<study>/study.db``."""
+    url = url or os.environ.get(STORAGE_ENV) or ""
+    if url:
+        return url
+    path = (RUNS_DIR / study / "study.db").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, for printing."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return "<unparseable storage URL>"
+
+
+def open_storage(url: str, *, heartbeat: bool = True) -> RDBStorage:
+    """An Optuna storage for ``url``; workers use ``heartbeat=True``.
+
+    With heartbeats on, a trial whose worker died turns FAIL once its heartbeat is
+    ``GRACE_S`` old, and its parameters are enqueued again (up to ``MAX_RETRY``).
+
+    Raises:
+        StorageError: the URL is malformed or the database cannot be reached.
+    """
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise StorageError(f"storage: not a database URL: {mask_url(url)}") from None
+    engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
+    if parsed.get_backend_name() == "sqlite":
+        # Several worker processes share one file: wait for its lock, do not fail.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs["pool_recycle"] = 300
+    kwargs: dict[str, object] = {}
+    try:
+        with warnings.catch_warnings():
+            # Heartbeats are "experimental" in Optuna 5, and the only way to detect a dead
+            # worker; the retry callback's older name is deprecated.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if heartbeat:
+                kwargs = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
+                          "heartbeat_stale_trial_callback":
+                              RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)  # type: ignore[arg-type]
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise StorageError(f"storage {mask_url(url)}: cannot open ({detail})") from None
+
+
+def load_study(url: str, name: str) -> optuna.Study:
+    """An existing study, or `StorageError` naming the studies the store has."""
+    storage = open_storage(url, heartbeat=False)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if name not in names:
+        known = ", ".join(names) or "none"
+        raise StorageError(f"study {name!r} is not in {mask_url(url)} (studies there: {known})")
+    return optuna.load_study(study_name=name, storage=storage)

@@ -1,0 +1,164 @@
+"""One search worker: trials of a study, one after another, on one device.
+
+Every executor runs this same function (in a Ray task, a subprocess or the
+calling process). It loads the study file and the data itself, opens its own
+connection to the store and calls ``study.optimize`` one trial at a time, which
+keeps Optuna's heartbeat working, until the study has ``n_trials`` finished
+trials.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+TRAINER = "trainers.training:fit"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs, as plain values that pickle across processes."""
+
+    study: str  # built-in study name or study file path
+    study_name: str  # the study's name in the store
+    storage_url: str
+    n_trials: int  # finished trials the whole study should reach
+    data: str  # data set path
+    device: str | None = None  # "cuda", "cpu"; None: CUDA if present
+    seed: int | None = None  # sampler seed; each worker adds its index
+    worker: int = 0  # index among the workers
+    timeout: float | None = None  # seconds after which no new trial starts
+    trainer: str = TRAINER  # "module:function" with the signature of trainers.fit
+    cpu_threads: int | None = None  # torch threads on CPU, so workers share the cores
+
+
+class TrialFailure(Exception):
+    """A trial that failed on its own (divergence, out of memory, bad data).
+
+    The reason is on the trial as ``fail_reason``; the worker goes on.
+    """
+
+
+def finished(trial: optuna.trial.FrozenTrial) -> bool:
+    """Counts toward ``n_trials``: complete, pruned, or failed for a reason of its own.
+
+    A trial failed by a dead worker's heartbeat (or an interrupt) does not count:
+    its parameters run again.
+    """
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
+
+
+def count_finished(study: optuna.Study) -> tuple[int, int]:
+    """(finished, running) trials of the study."""
+    trials = study.get_trials(deepcopy=False)
+    return (sum(finished(t) for t in trials),
+            sum(t.state == TrialState.RUNNING for t in trials))
+
+
+def load_trainer(path: str) -> Callable[..., Any]:
+    module, _, name = path.partition(":")
+    trainer: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return trainer
+
+
+class Objective:
+    """Samples a candidate, trains it, reports each epoch to the pruner."""
+
+    def __init__(self, cfg: WorkerConfig, spec: Any, data: Any) -> None:
+        self.cfg, self.spec, self.data = cfg, spec, data
+        self.trainer = load_trainer(cfg.trainer)
+        self.host = socket.gethostname()
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        import torch
+
+        from trainers import DataError, TrainingDiverged
+
+        candidate = self.spec.sample(trial)  # OverBudget (pruned) before anything trains
+        device = self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        for key, value in {
+            "flops": candidate.flops, "arch": candidate.arch.to_json(),
+            "arch_summary": candidate.arch.describe(), "train": candidate.train.to_json(),
+            "device": torch.cuda.get_device_name() if device == "cuda" else device,
+            "host": self.host, "worker": self.cfg.worker, "data_source": self.data.source,
+        }.items():
+            trial.set_user_attr(key, value)
+
+        def report(epoch: int, metrics: dict[str, float]) -> bool:
+            trial.report(metrics["val_acc"], epoch)
+            trial.set_user_attr("seconds_per_epoch", round(metrics["seconds"], 3))
+            trial.set_user_attr("images_per_s", round(metrics["images_per_s"], 1))
+            trial.set_user_attr("val_loss", round(metrics["val_loss"], 4))
+            return trial.should_prune()
+
+        try:
+            result = self.trainer(candidate.arch, candidate.train, self.data, device=device,
+                                  report=report, log=lambda _: None)
+        except (TrainingDiverged, torch.OutOfMemoryError, DataError, ValueError) as err:
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            trial.set_user_attr("fail_reason", reason[:500])
+            if isinstance(err, torch.OutOfMemoryError):
+                torch.cuda.empty_cache()
+            raise TrialFailure(reason) from err
+        if result.stopped:
+            raise optuna.TrialPruned(f"pruned after epoch {result.epochs}")
+        return float(result.val_acc)
+
+
+def run_worker(cfg: WorkerConfig) -> int:
+    """Run trials until the study has ``cfg.n_trials`` finished ones; return how many ran here.
+
+    Raises:
+        SpecError, DataError, StorageError: the study file, the data or the store
+            cannot be used at all (no trial is started).
+    """
+    from search.storage import open_storage
+    from space import load_spec, make_pruner, make_sampler
+    from trainers import load_cifar10
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if cfg.cpu_threads:
+        import torch
+
+        torch.set_num_threads(cfg.cpu_threads)
+    spec = load_spec(cfg.study)
+    data = load_cifar10(cfg.data)
+    # Each worker its own seed, or they would all propose the same candidates.
+    base_seed = cfg.seed if cfg.seed is not None else spec.sampler.get("seed")
+    seed = None if base_seed is None else base_seed + cfg.worker
+    study = optuna.load_study(study_name=cfg.study_name, storage=open_storage(cfg.storage_url),
+                              sampler=make_sampler(spec, seed=seed), pruner=make_pruner(spec))
+    objective = Objective(cfg, spec, data)
+    deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
+    ran = 0
+    while deadline is None or time.monotonic() < deadline:
+        done, running = count_finished(study)
+        if done + running >= cfg.n_trials:
+            break
+        study.optimize(objective, n_trials=1, catch=(TrialFailure,), gc_after_trial=True)
+        ran += 1
+    return ran
+
+
+def worker_main(cfg: WorkerConfig) -> None:
+    """Process entry point for the local executor: exit codes instead of tracebacks."""
+    try:
+        run_worker(cfg)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as err:  # reported by the driver; the worker's detail goes to stderr
+        traceback.print_exc()
+        print(f"worker {cfg.worker} (pid {os.getpid()}): {err}", file=sys.stderr)
+        sys.exit(1)
