@@ -1,10 +1,12 @@
 # Two commands on a fresh machine:
-#   make run    set up, then run the main job on the built-in default study
+#   make run    set up, then run the search on the built-in default study (SQLite store)
 #   make test   set up, then run the tests
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STUDY ?= resnet-budget
+DATA ?= ../shared/data/cifar10-jpeg.tar.gz
+ARGS ?=
 
 .PHONY: setup run test lint bench clean
 
@@ -18,8 +20,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 run: setup
-	$(BIN)/search space --study $(STUDY)
-	$(BIN)/search space --study $(STUDY) --sample 1000 --seed 0
+	$(BIN)/search run --study $(STUDY) --data $(DATA) $(ARGS)
 
 test: setup
 	$(BIN)/pytest -q

@@ -182,3 +182,35 @@ def test_passwords_are_masked_and_bad_stores_exit_2(tmp_path: Path,
     optuna.create_study(study_name="other", storage=url)
     assert main(["trials", "--study", "nope", "--storage", url]) == 2
     assert "studies there: other" in capsys.readouterr().err
+
+
+def test_dashboard_serves_the_store_on_loopback(tmp_path: Path) -> None:
+    import json
+    import socket
+    import urllib.request
+
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    study = optuna.create_study(study_name="shown", storage=url, direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(SEARCH), "dashboard", "--storage", url, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies",
+                                            timeout=5) as response:
+                    body = json.loads(response.read())
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("the dashboard did not come up")
+                time.sleep(0.5)
+        assert [s["study_name"] for s in body["study_summaries"]] == ["shown"]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert f"at http://127.0.0.1:{port}/" in out
