@@ -12,7 +12,9 @@ sampler's proposals, the store's reads and writes, the pruner, the driver's
 polling.
 
 Method. Each cell runs twice, on fresh studies: a short run of N1 trials and a
-long run of N2 trials (same store, same workers). Reported per cell:
+long run of N2 trials (same store, same workers); N1 and N2 count the trials
+that finished, which with several workers can exceed ``n_trials`` by a few (each
+worker checks the count, then starts a trial). Reported per cell:
 
   end to end    N2 / t2: the whole `run_search` call of the long run, from
                 loading the study file to the summary, start-up included
@@ -34,6 +36,11 @@ long run of N2 trials (same store, same workers). Reported per cell:
 Apart from the grid: ``ray.init`` + ``ray.shutdown`` alone, as `run_ray` calls
 them (a local instance), and `run_search` with ``n_trials=0`` (driver only: study
 file, data from the cache, study creation; no worker starts).
+
+Ray gives each worker ``os.cpu_count() // workers`` CPUs (at least 1), so on a
+machine with fewer CPUs than workers only that many workers run at once; the
+per-worker trial counts show it. The figures are only as good as the machine is
+quiet: the record keeps the 1-minute load average before and after.
 
 Postgres: a fresh database ``orch_bench_<hex>`` on the server at --pg (created
 with psycopg2 through the admin database, dropped at the end). SQLite: one file
@@ -180,14 +187,16 @@ def cell(runner: Runner, executor: str, workers: int, n_short: int,
          n_long: int) -> dict[str, Any]:
     short = runner.run(executor, workers, n_short)
     long = runner.run(executor, workers, n_long)
+    # Trials that ran, not n_trials: several workers can overshoot it by a few.
+    ran_short, ran_long = short["finished"], long["finished"]
     dt_s = long["seconds"] - short["seconds"]
-    steady = (n_long - n_short) / dt_s if dt_s > 0 else None
+    steady = (ran_long - ran_short) / dt_s if dt_s > 0 else None
     return {
         "executor": executor, "store": runner.store, "workers": workers,
-        "n_trials": n_long, "seconds": long["seconds"],
-        "trials_per_s": round(n_long / long["seconds"], 2),
+        "n_trials": n_long, "trials_finished": ran_long, "seconds": long["seconds"],
+        "trials_per_s": round(ran_long / long["seconds"], 2),
         "steady_trials_per_s": round(steady, 2) if steady else None,
-        "startup_s": round(long["seconds"] - n_long / steady, 2) if steady else None,
+        "startup_s": round(long["seconds"] - ran_long / steady, 2) if steady else None,
         "in_run_trials_per_s": long.get("in_run_trials_per_s"),
         "first_trial_after_s": long.get("first_trial_after_s"),
         "after_last_trial_s": long.get("after_last_trial_s"),
@@ -222,6 +231,7 @@ def main() -> int:
     executors = args.executors.split(",")
     stores = args.stores.split(",")
     began = time.perf_counter()
+    load_before = os.getloadavg()
 
     rows: list[dict[str, Any]] = []
     driver: dict[str, float] = {}
@@ -256,7 +266,7 @@ def main() -> int:
         long = row["runs"]["long"]
         flag = "" if long["exit_code"] == 0 and row["runs"]["short"]["exit_code"] == 0 \
             else "  EXIT CODE != 0"
-        print(f"{row['executor']:<9}{row['store']:<10}{row['workers']:>7}{row['n_trials']:>7}"
+        print(f"{row['executor']:<9}{row['store']:<10}{row['workers']:>7}{row['trials_finished']:>7}"
               f"{row['seconds']:>9.1f}{row['trials_per_s']:>9.2f}"
               f"{_num(row['steady_trials_per_s']):>9}{_num(row['in_run_trials_per_s']):>9}"
               f"{_num(row['startup_s']):>11}{_num(row['first_trial_after_s']):>12}"
@@ -267,7 +277,8 @@ def main() -> int:
               f"over {len(ray_init)}")
     print("run_search with n_trials=0 (driver only): "
           + ", ".join(f"{s} {t:.2f} s" for s, t in driver.items()))
-    print(f"whole benchmark: {total:.0f} s")
+    print(f"whole benchmark: {total:.0f} s; 1-minute load average before {load_before[0]:.2f}, "
+          f"after {os.getloadavg()[0]:.2f}")
 
     import ray
 
@@ -280,6 +291,9 @@ def main() -> int:
         "ray_init_shutdown_s": ray_init,
         "driver_only_s": driver,
         "total_s": round(total, 1),
+        # Other work on the machine skews the figures: the 1-minute load around the run.
+        "load_avg_1min": {"before": round(load_before[0], 2),
+                          "after": round(os.getloadavg()[0], 2)},
         "results": rows,
     }, optuna=optuna.__version__, ray=ray.__version__, sqlalchemy=sqlalchemy.__version__)
     return 0

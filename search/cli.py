@@ -95,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", metavar="URL",
                      help="store URL (default: $SEARCH_STORAGE, else sqlite under runs/STUDY/)")
     run.add_argument("--study-name", help="name in the store (default: the study file's name)")
-    run.add_argument("--n-trials", type=_int_at_least(1), default=100,
-                     help="finished trials the whole study should reach (default: 100)")
+    run.add_argument("--n-trials", type=_int_at_least(1),
+                     help="finished trials the whole study should reach (default: the study "
+                     "file's n_trials, else 100)")
     run.add_argument("--timeout", type=_int_at_least(1), metavar="S",
                      help="start no new trial after S seconds")
     run.add_argument("--workers", type=_int_at_least(1), metavar="K",

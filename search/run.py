@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ class RunOptions:
     study: str
     storage: str | None = None
     study_name: str | None = None
-    n_trials: int = 100
+    n_trials: int | None = None  # None: the study file's
     timeout: float | None = None
     workers: int | None = None
     gpus_per_trial: float = 1.0
@@ -90,7 +91,11 @@ def run_search(opts: RunOptions, out: TextIO = sys.stdout) -> int:
     from space import load_spec
     from trainers import load_cifar10
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view says what matters
     spec = load_spec(opts.study)
+    if opts.n_trials is None:
+        opts = dataclasses.replace(opts, n_trials=spec.n_trials)
+    assert opts.n_trials is not None
     name = opts.study_name or spec.name
     url = resolve_storage_url(opts.storage, name)
     data_path = find_data(opts.data)

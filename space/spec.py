@@ -78,6 +78,7 @@ class StudySpec:
     final: dict[str, Any]  # TrainConfig overrides for `search promote`
     sampler: dict[str, Any]  # "type" and options, see space.options
     pruner: dict[str, Any]
+    n_trials: int = 100  # default length of `search run`, in finished trials
     max_stages: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -257,7 +258,7 @@ def parse_spec(raw: dict[str, Any], *, where: str, default_name: str) -> StudySp
     spec = StudySpec(
         name=name, source=where, budget=study.get("budget", DEFAULT_BUDGET),
         description=study.get("description", ""), arch=arch, train=train, final=final,
-        sampler=sampler, pruner=pruner,
+        sampler=sampler, pruner=pruner, n_trials=study.get("n_trials", 100),
     )
     _check_sampler(where, sampler)
     _check_pruner(where, pruner)
@@ -291,6 +292,7 @@ STUDY_OPTIONS: dict[str, Option] = {
     "name": Option(str),
     "description": Option(str),
     "budget": Option(int, lambda v: v > 0, "must be > 0"),
+    "n_trials": Option(int, lambda v: v > 0, "must be > 0"),
 }
 
 
