@@ -289,7 +289,7 @@ def _study_from_store(args: argparse.Namespace) -> object:
         from space import load_spec
 
         name = load_spec(name).name
-    return load_study(resolve_storage_url(args.storage, name), name)
+    return load_study(resolve_storage_url(args.storage, name, create=False), name)
 
 
 def cmd_trials(args: argparse.Namespace, out: TextIO) -> int:
@@ -323,7 +323,7 @@ def cmd_best(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_dashboard(args: argparse.Namespace, out: TextIO) -> int:
     from search.storage import mask_url, open_storage, resolve_storage_url
 
-    url = resolve_storage_url(args.storage, args.study)
+    url = resolve_storage_url(args.storage, args.study, create=False)
     if args.host in ("0.0.0.0", "::"):
         print(f"search: warning: the dashboard on {args.host} is open to every network this "
               "machine is on, with no login", file=sys.stderr)

@@ -28,12 +28,20 @@ class StorageError(ValueError):
     """A storage URL that cannot be used; the message masks the password."""
 
 
-def resolve_storage_url(url: str | None, study: str) -> str:
-    """``url``, else ``$SEARCH_STORAGE``, else ``sqlite:///runs/<study>/study.db``."""
+def resolve_storage_url(url: str | None, study: str, *, create: bool = True) -> str:
+    """``url``, else ``$SEARCH_STORAGE``, else ``sqlite:///runs/<study>/study.db``.
+
+    Raises:
+        StorageError: ``create`` is False and the default SQLite file does not exist
+            (a command that only reads must not make an empty store).
+    """
     url = url or os.environ.get(STORAGE_ENV) or ""
     if url:
         return url
     path = (RUNS_DIR / study / "study.db").resolve()
+    if not create and not path.exists():
+        raise StorageError(f"no store at {path}: run `search run --study {study}` first, "
+                           f"or pass --storage URL (or set ${STORAGE_ENV})")
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
 

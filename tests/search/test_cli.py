@@ -318,3 +318,14 @@ def test_the_trainer_imports_neither_optuna_nor_ray_nor_torchvision() -> None:
             "sys.exit(', '.join(bad) or None)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_reading_commands_do_not_create_an_empty_store(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEARCH_STORAGE", raising=False)
+    for command in ("trials", "best", "dashboard"):
+        assert main([command, "--study", "smoke"]) == 2
+        assert "no store at" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
