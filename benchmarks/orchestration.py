@@ -12,9 +12,11 @@ sampler's proposals, the store's reads and writes, the pruner, the driver's
 polling.
 
 Method. Each cell runs twice, on fresh studies: a short run of N1 trials and a
-long run of N2 trials (same store, same workers); N1 and N2 count the trials
-that finished, which with several workers can exceed ``n_trials`` by a few (each
-worker checks the count, then starts a trial). Reported per cell:
+long run of N2 trials (same store, same workers), and this --repeats times, in
+whole rounds over the grid; each cell keeps its fastest short and fastest long
+run (other work on the machine only ever slows a run down). N1 and N2 count the
+trials that finished, which with several workers can exceed ``n_trials`` by a
+few (each worker checks the count, then starts a trial). Reported per cell:
 
   end to end    N2 / t2: the whole `run_search` call of the long run, from
                 loading the study file to the summary, start-up included
@@ -50,8 +52,8 @@ workers and spawned processes inherit the driver's environment).
 
 Prints a table and writes benchmarks/results/orchestration-<date>.json.
 
-    python benchmarks/orchestration.py [--n-short 10] [--n-long 60] [--workers 1,4]
-        [--executors ray,local] [--stores sqlite,postgres]
+    python benchmarks/orchestration.py [--n-short 10] [--n-long 60] [--repeats 2]
+        [--workers 1,4] [--executors ray,local] [--stores sqlite,postgres]
 """
 
 from __future__ import annotations
@@ -183,16 +185,17 @@ class Runner:
         return row
 
 
-def cell(runner: Runner, executor: str, workers: int, n_short: int,
-         n_long: int) -> dict[str, Any]:
-    short = runner.run(executor, workers, n_short)
-    long = runner.run(executor, workers, n_long)
+def summarize_cell(executor: str, store: str, workers: int, n_long: int,
+                   shorts: list[dict[str, Any]], longs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell's figures from its fastest short and fastest long run."""
+    short = min(shorts, key=lambda r: r["seconds"])
+    long = min(longs, key=lambda r: r["seconds"])
     # Trials that ran, not n_trials: several workers can overshoot it by a few.
     ran_short, ran_long = short["finished"], long["finished"]
     dt_s = long["seconds"] - short["seconds"]
     steady = (ran_long - ran_short) / dt_s if dt_s > 0 else None
     return {
-        "executor": executor, "store": runner.store, "workers": workers,
+        "executor": executor, "store": store, "workers": workers,
         "n_trials": n_long, "trials_finished": ran_long, "seconds": long["seconds"],
         "trials_per_s": round(ran_long / long["seconds"], 2),
         "steady_trials_per_s": round(steady, 2) if steady else None,
@@ -200,6 +203,8 @@ def cell(runner: Runner, executor: str, workers: int, n_short: int,
         "in_run_trials_per_s": long.get("in_run_trials_per_s"),
         "first_trial_after_s": long.get("first_trial_after_s"),
         "after_last_trial_s": long.get("after_last_trial_s"),
+        "seconds_all_short": [r["seconds"] for r in shorts],
+        "seconds_all_long": [r["seconds"] for r in longs],
         "runs": {"short": short, "long": long},
     }
 
@@ -220,6 +225,8 @@ def main() -> int:
     parser.add_argument("--pg", default=PG_SERVER, help="user@host:port of the Postgres server")
     parser.add_argument("--pg-admin-db", default="test",
                         help="existing database to connect to for CREATE/DROP DATABASE")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="rounds over the grid; each cell keeps its fastest runs")
     parser.add_argument("--ray-init-repeats", type=int, default=3)
     args = parser.parse_args()
     if args.n_long <= args.n_short:
@@ -233,7 +240,6 @@ def main() -> int:
     began = time.perf_counter()
     load_before = os.getloadavg()
 
-    rows: list[dict[str, Any]] = []
     driver: dict[str, float] = {}
     ray_init: list[float] = []
     with contextlib.ExitStack() as stack:
@@ -248,15 +254,19 @@ def main() -> int:
         if "ray" in executors:
             ray_init = [round(t, 3) for t in time_ray_init(args.ray_init_repeats)]
             print(f"ray.init + shutdown: {ray_init} s", file=sys.stderr)
-        for executor in executors:
-            for store, runner in runners.items():
-                for k in workers:
-                    row = cell(runner, executor, k, args.n_short, args.n_long)
-                    rows.append(row)
-                    print(f"{executor}/{store}/{k}w: {row['seconds']:.1f} s for "
-                          f"{args.n_long} trials, steady {row['steady_trials_per_s']}/s, "
-                          f"per worker {row['runs']['long']['trials_per_worker']}",
-                          file=sys.stderr)
+        cells = [(e, s, k) for e in executors for s in stores for k in workers]
+        runs: dict[tuple[str, str, int], dict[int, list[dict[str, Any]]]] = {
+            c: {args.n_short: [], args.n_long: []} for c in cells}
+        for round_ in range(args.repeats):  # whole rounds, so a busy spell hits no one cell
+            for executor, store, k in cells:
+                for n in (args.n_short, args.n_long):
+                    run = runners[store].run(executor, k, n)
+                    runs[executor, store, k][n].append(run)
+                    print(f"round {round_ + 1} {executor}/{store}/{k}w: {run['finished']} "
+                          f"trials in {run['seconds']:.1f} s, exit code {run['exit_code']}, "
+                          f"per worker {run['trials_per_worker']}", file=sys.stderr)
+        rows = [summarize_cell(e, s, k, args.n_long, runs[e, s, k][args.n_short],
+                               runs[e, s, k][args.n_long]) for e, s, k in cells]
     total = time.perf_counter() - began
 
     print(f"\n{'executor':<9}{'store':<10}{'workers':>7}{'trials':>7}{'seconds':>9}"
@@ -288,6 +298,7 @@ def main() -> int:
         "device": "cpu",
         "n_short": args.n_short,
         "n_long": args.n_long,
+        "repeats": args.repeats,
         "ray_init_shutdown_s": ray_init,
         "driver_only_s": driver,
         "total_s": round(total, 1),

@@ -116,7 +116,8 @@ def run_search(opts: RunOptions, out: TextIO = sys.stdout) -> int:
           f"executor {opts.executor}", file=out, flush=True)
     if done >= opts.n_trials:
         return 0
-    cpu_threads = max(1, (os.cpu_count() or 1) // workers)
+    cpus = os.cpu_count() or 1
+    cpu_threads = max(1, cpus // workers)
     configs = [WorkerConfig(study=opts.study, study_name=name, storage_url=url,
                             n_trials=opts.n_trials, data=data_path, device=opts.device,
                             seed=opts.seed, worker=i, timeout=opts.timeout,
@@ -129,8 +130,9 @@ def run_search(opts: RunOptions, out: TextIO = sys.stdout) -> int:
             run_local(configs, view.update)
         else:
             gpus = opts.gpus_per_trial if _has_gpu(opts.device) else 0.0
+            # A fractional CPU share, so that K workers on fewer cores all run at once.
             run_ray(configs, view.update, address=opts.ray_address, gpus_per_trial=gpus,
-                    cpus_per_trial=0 if gpus else cpu_threads)
+                    cpus_per_trial=0 if gpus else cpus / workers)
     except KeyboardInterrupt:
         print("interrupted: workers stopped; run the same command to continue", file=out)
         code = 130
