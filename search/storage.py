@@ -9,13 +9,17 @@ its own connection from the URL (engines do not travel between processes);
 
 from __future__ import annotations
 
+import fcntl
 import os
+import time
 import warnings
+import zlib
 from pathlib import Path
 
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from sqlalchemy.pool import NullPool
 
 STORAGE_ENV = "SEARCH_STORAGE"
 RUNS_DIR = Path("runs")
@@ -97,3 +101,55 @@ def load_study(url: str, name: str) -> optuna.Study:
         known = ", ".join(names) or "none"
         raise StorageError(f"study {name!r} is not in {mask_url(url)} (studies there: {known})")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+class StartLock:
+    """Serialises "count the trials, then create one" across the workers of a study.
+
+    Without it, two workers that count at the same moment both start a last trial
+    and the study ends past ``--n-trials``. SQLite stores use an advisory file lock
+    beside the database file, Postgres a session advisory lock keyed by the study
+    name; other databases go without (a rare extra trial). The lock is held only
+    until the new trial exists (milliseconds), not while it trains.
+    """
+
+    def __init__(self, url: str, study_name: str) -> None:
+        parsed = sqlalchemy.engine.make_url(url)
+        self._backend = parsed.get_backend_name()
+        self._key = zlib.crc32(f"search:{study_name}".encode()) & 0x7FFFFFFF
+        self._path = Path(parsed.database or "") if self._backend == "sqlite" else None
+        self._engine = (sqlalchemy.create_engine(url, pool_pre_ping=True, poolclass=NullPool)
+                        if self._backend == "postgresql" else None)
+        self._held: object = None
+
+    def acquire(self) -> None:
+        if self._path is not None and str(self._path) not in ("", ":memory:"):
+            handle = open(f"{self._path}.lock", "a+b")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self._held = handle
+        elif self._engine is not None:
+            for attempt in range(5):  # the server may be restarting
+                try:
+                    conn = self._engine.connect()
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+                    self._held = conn
+                    return
+                except sqlalchemy.exc.OperationalError:
+                    if attempt == 4:
+                        raise
+                    time.sleep(2.0)
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        if isinstance(held, sqlalchemy.engine.Connection):
+            try:
+                held.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+            except sqlalchemy.exc.OperationalError:
+                pass  # a dead connection has released its locks already
+            finally:
+                held.close()
+        else:
+            fcntl.flock(held, fcntl.LOCK_UN)  # type: ignore[arg-type]
+            held.close()  # type: ignore[attr-defined]

@@ -76,16 +76,19 @@ def load_trainer(path: str) -> Callable[..., Any]:
 class Objective:
     """Samples a candidate, trains it, reports each epoch to the pruner."""
 
-    def __init__(self, cfg: WorkerConfig, spec: Any, data: Any) -> None:
+    def __init__(self, cfg: WorkerConfig, spec: Any, data: Any,
+                 on_start: Callable[[], None] = lambda: None) -> None:
         self.cfg, self.spec, self.data = cfg, spec, data
         self.trainer = load_trainer(cfg.trainer)
         self.host = socket.gethostname()
+        self.on_start = on_start  # called once the trial exists in the store
 
     def __call__(self, trial: optuna.Trial) -> float:
         import torch
 
         from trainers import DataError, TrainingDiverged
 
+        self.on_start()
         candidate = self.spec.sample(trial)  # OverBudget (pruned) before anything trains
         device = self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         for key, value in {
@@ -124,7 +127,7 @@ def run_worker(cfg: WorkerConfig) -> int:
         SpecError, DataError, StorageError: the study file, the data or the store
             cannot be used at all (no trial is started).
     """
-    from search.storage import open_storage
+    from search.storage import StartLock, open_storage
     from space import load_spec, make_pruner, make_sampler
     from trainers import load_cifar10
 
@@ -140,14 +143,19 @@ def run_worker(cfg: WorkerConfig) -> int:
     seed = None if base_seed is None else base_seed + cfg.worker
     study = optuna.load_study(study_name=cfg.study_name, storage=open_storage(cfg.storage_url),
                               sampler=make_sampler(spec, seed=seed), pruner=make_pruner(spec))
-    objective = Objective(cfg, spec, data)
+    lock = StartLock(cfg.storage_url, cfg.study_name)
+    objective = Objective(cfg, spec, data, on_start=lock.release)
     deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
     ran = 0
     while deadline is None or time.monotonic() < deadline:
-        done, running = count_finished(study)
-        if done + running >= cfg.n_trials:
-            break
-        study.optimize(objective, n_trials=1, catch=(TrialFailure,), gc_after_trial=True)
+        lock.acquire()
+        try:
+            done, running = count_finished(study)
+            if done + running >= cfg.n_trials:
+                break
+            study.optimize(objective, n_trials=1, catch=(TrialFailure,), gc_after_trial=True)
+        finally:
+            lock.release()
         ran += 1
     return ran
 

@@ -106,8 +106,7 @@ def test_smoke_search_with_two_workers(executor: str, tmp_path: Path) -> None:
     trials = trials_of("smoke", url)
     states = [t.state for t in trials]
     assert TrialState.RUNNING not in states
-    # Two workers that check the count at the same moment may both start a last trial.
-    assert 8 <= sum(finished(t) for t in trials) <= 9
+    assert sum(finished(t) for t in trials) == 8  # the start lock: no worker overshoots
     assert TrialState.COMPLETE in states and TrialState.PRUNED in states
     assert trials[0].user_attrs.get("baseline") == "resnet-8-half"
     assert trials[0].state == TrialState.COMPLETE
@@ -214,3 +213,15 @@ def test_dashboard_serves_the_store_on_loopback(tmp_path: Path) -> None:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert f"at http://127.0.0.1:{port}/" in out
+
+
+def test_four_racing_workers_stop_exactly_at_n_trials(storage_url: str, tmp_path: Path) -> None:
+    study = smoke_file(tmp_path)
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    code, out = run(study, storage_url, name, 20, workers=4, baselines=False,
+                    trainer="tests.search.trainers:instant")
+    assert code == 0, out
+    trials = trials_of(name, storage_url)
+    assert sum(finished(t) for t in trials) == 20
+    assert len(trials) == 20
+    assert len({t.user_attrs.get("worker") for t in trials} - {None}) >= 2

@@ -30,3 +30,15 @@ def slow(arch: Any, train: Any, data: Any, **kwargs: Any) -> Any:
         return bool(report(epoch, metrics))
 
     return fit(arch, train, data, report=slow_report, **kwargs)
+
+
+def instant(arch: Any, train: Any, data: Any, **kwargs: Any) -> Any:
+    """No training: one report and a result at once, so trials start back to back."""
+    from types import SimpleNamespace
+
+    from models import count_params
+
+    acc = count_params(arch) % 1000 / 1000
+    stop = kwargs["report"](1, {"val_acc": acc, "val_loss": 1.0, "seconds": 0.0,
+                                "images_per_s": 0.0})
+    return SimpleNamespace(stopped=bool(stop), val_acc=acc, epochs=1)
