@@ -161,7 +161,8 @@ def run_worker(cfg: WorkerConfig) -> int:
 
 
 def worker_main(cfg: WorkerConfig) -> None:
-    """Process entry point for the local executor: exit codes instead of tracebacks."""
+    """Process entry point for the local executor: an exit code the driver reports (the
+    traceback, if any, goes to the worker's stderr)."""
     try:
         run_worker(cfg)
     except KeyboardInterrupt:
