@@ -13,7 +13,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,6 @@ class FitResult:
     seconds: float  # wall time of this call
     device: str
     n_params: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def val_acc(self) -> float:
