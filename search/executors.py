@@ -53,6 +53,23 @@ def run_local(configs: list[WorkerConfig], tick: Tick, interval: float = 2.0) ->
         raise WorkerError(", ".join(f"{p.name} exited with code {p.exitcode}" for p in failed))
 
 
+def init_ray(address: str | None) -> bool:
+    """Join the cluster at ``address``, or start a local instance; True if this call did."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, include_dashboard=False, log_to_driver=True,
+             configure_logging=False, logging_level=logging.ERROR)
+    return True
+
+
+def task_error(err: Exception) -> BaseException:
+    """The exception a Ray task raised, out of Ray's wrapper."""
+    cause = getattr(err, "cause", None)
+    return cause if isinstance(cause, BaseException) else err
+
+
 def run_ray(configs: list[WorkerConfig], tick: Tick, *, address: str | None,
             gpus_per_trial: float, cpus_per_trial: float, interval: float = 2.0) -> None:
     """Each worker as a Ray task holding ``gpus_per_trial`` GPUs and ``cpus_per_trial`` CPUs.
@@ -64,10 +81,7 @@ def run_ray(configs: list[WorkerConfig], tick: Tick, *, address: str | None,
 
     from search.worker import run_worker
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=True,
-                 configure_logging=False, logging_level=logging.ERROR)
+    started = init_ray(address)
     try:
         task = ray.remote(num_gpus=gpus_per_trial, num_cpus=cpus_per_trial,
                           max_retries=0)(run_worker)
@@ -89,7 +103,7 @@ def run_ray(configs: list[WorkerConfig], tick: Tick, *, address: str | None,
             try:
                 ray.get(ref)
             except Exception as err:  # the task's own exception, wrapped by Ray
-                cause = getattr(err, "cause", None) or err
+                cause = task_error(err)
                 errors.append(f"{type(cause).__name__}: {str(cause).splitlines()[-1]}")
         if errors:
             raise WorkerError("; ".join(errors))

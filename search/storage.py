@@ -103,6 +103,30 @@ def load_study(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
+def set_finished_trial_attrs(url: str, study_name: str, number: int,
+                             attrs: dict[str, object]) -> None:
+    """Set user attributes on a trial that has already finished.
+
+    Optuna refuses to change a finished trial through its API, but a promoted
+    trial's results belong on the trial, where the dashboard shows them. So this
+    writes Optuna's own user-attribute table directly, in one transaction.
+    """
+    import json
+
+    from optuna.storages._rdb import models
+
+    storage = open_storage(url, heartbeat=False)
+    study_id = storage.get_study_id_from_name(study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+    table = models.TrialUserAttributeModel.__table__
+    with storage.engine.begin() as conn:
+        for key, value in attrs.items():
+            conn.execute(sqlalchemy.delete(table).where(table.c.trial_id == trial_id,
+                                                        table.c.key == key))
+            conn.execute(sqlalchemy.insert(table).values(trial_id=trial_id, key=key,
+                                                         value_json=json.dumps(value)))
+
+
 class StartLock:
     """Serialises "count the trials, then create one" across the workers of a study.
 

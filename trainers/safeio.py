@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import collections
 import contextlib
+import functools
 import io
 import os
 import pickle
@@ -202,6 +203,14 @@ def safe_extract(tar_path: PathLike, target: PathLike) -> Path:
     return root
 
 
+@functools.cache
+def _umask() -> int:
+    """The process's umask (read once: reading it means setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_writer(path: PathLike) -> Iterator[IO[bytes]]:
     """A binary file that appears at ``path`` complete or not at all.
@@ -213,6 +222,8 @@ def atomic_writer(path: PathLike) -> Iterator[IO[bytes]]:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); give it the mode open() would have.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as file:
             yield file
             file.flush()

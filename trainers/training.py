@@ -41,6 +41,7 @@ SPLIT_SEED = 0  # every trial of every study validates on the same images
 NAN_CHECK_STEPS_CUDA = 50  # steps between host reads of the divergence flag on CUDA
 
 Report = Callable[[int, dict[str, float]], bool]
+StepHook = Callable[[int, int, int], None]  # (epoch, step, steps per epoch)
 
 
 class TrainingDiverged(RuntimeError):
@@ -181,6 +182,7 @@ def fit(
     checkpoint_every: int = 1,
     deterministic: bool = False,
     log: Callable[[str], None] = print,
+    on_step: StepHook | None = None,
 ) -> FitResult:
     """Train ``arch`` with ``train_cfg`` on ``data``'s training split.
 
@@ -197,6 +199,8 @@ def fit(
         deterministic: use deterministic kernels, so a resumed run ends with the
             same weights as an uninterrupted one.
         log: where progress lines ("resuming from epoch 3") go.
+        on_step: called after each optimizer step as ``on_step(epoch, step, steps)``
+            (for progress bars; it gets no metrics, so the host does not wait).
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
@@ -207,14 +211,14 @@ def fit(
     try:
         return _fit(arch, train_cfg, data, resolve_device(device), report,
                     Path(checkpoint_dir) if checkpoint_dir is not None else None,
-                    checkpoint_every, log)
+                    checkpoint_every, log, on_step)
     finally:
         torch.use_deterministic_algorithms(previous)
 
 
 def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.device,
          report: Report | None, ckpt_dir: Path | None, checkpoint_every: int,
-         log: Callable[[str], None]) -> FitResult:
+         log: Callable[[str], None], on_step: StepHook | None) -> FitResult:
     start_time = time.perf_counter()
     _seed_everything(train_cfg.seed)
     model = build_model(arch).to(dev)  # initialised on the CPU: the same weights on any device
@@ -238,7 +242,7 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
     if ckpt_dir is not None:
         state = load_latest(ckpt_dir, log)
         if state is not None:
-            _check_same_run(state, arch, train_cfg, ckpt_dir)
+            check_same_run(state, arch, train_cfg, ckpt_dir)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -258,7 +262,7 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
     for epoch in range(first_epoch, train_cfg.epochs + 1):
         t0 = time.perf_counter()
         train_loss, train_acc = _train_epoch(step_model, loader, optimizer, scheduler, ema,
-                                             train_cfg, epoch)
+                                             train_cfg, epoch, on_step)
         train_seconds = time.perf_counter() - t0
         val_loss, val_acc = evaluate(eval_model, split.val_images, split.val_labels,
                                      tta_flip=train_cfg.tta_flip)
@@ -294,7 +298,8 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
 
 def _train_epoch(model: nn.Module, loader: TrainLoader, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, ema: _Ema | None,
-                 cfg: TrainConfig, epoch: int) -> tuple[float, float]:
+                 cfg: TrainConfig, epoch: int,
+                 on_step: StepHook | None = None) -> tuple[float, float]:
     model.train()
     device = loader.images.device
     loss_sum = torch.zeros((), device=device)
@@ -321,6 +326,8 @@ def _train_epoch(model: nn.Module, loader: TrainLoader, optimizer: torch.optim.O
         loss_sum += loss.detach() * len(batch.labels)
         correct += (logits.detach().argmax(1) == batch.labels).sum()
         seen += len(batch.labels)
+        if on_step is not None:
+            on_step(epoch, step, len(loader))
     if first_bad.item() >= 0:
         raise TrainingDiverged(epoch, int(first_bad.item()))
     return loss_sum.item() / max(1, seen), correct.item() / max(1, seen)
@@ -342,8 +349,9 @@ class _Ema:
             mine.copy_(theirs)
 
 
-def _check_same_run(state: dict[str, Any], arch: ArchConfig, cfg: TrainConfig,
-                    directory: Path) -> None:
+def check_same_run(state: dict[str, Any], arch: ArchConfig, cfg: TrainConfig,
+                   directory: Path) -> None:
+    """`CheckpointError` unless checkpoint ``state`` is of ``arch`` trained with ``cfg``."""
     if state["arch"] != arch.to_dict():
         raise CheckpointError(f"{directory}: the checkpoint is of another architecture "
                               f"({ArchConfig.from_dict(state['arch']).describe()})")

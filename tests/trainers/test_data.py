@@ -573,3 +573,19 @@ def test_download_checks_md5_and_writes_atomically(tmp_path: Path,
     assert [p.name for p in dest.iterdir()] == ["small.tar.gz"]
     with pytest.raises(DataError, match="download failed"):
         download_cifar10(dest, url=f"{base}/missing.tar.gz", md5=md5)
+
+
+def test_atomic_writer_keeps_the_old_file_on_error_and_the_usual_mode(tmp_path: Path) -> None:
+    from trainers.safeio import atomic_writer
+
+    target = tmp_path / "out.csv"
+    with atomic_writer(target) as f:
+        f.write(b"old")
+    with pytest.raises(RuntimeError), atomic_writer(target) as f:
+        f.write(b"half of the new")
+        raise RuntimeError("crash while writing")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]  # no temp file left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600

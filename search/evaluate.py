@@ -1,0 +1,129 @@
+"""`search evaluate` and `search predict`: a trained model on labelled or new images."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from trainers.inference import ClassReport, LoadedModel, load_model, read_config
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    report: ClassReport
+    model: LoadedModel
+    data_source: str
+    confusion_png: Path
+    json_path: Path
+
+
+def _device(device: str | None) -> str:
+    from trainers.training import resolve_device
+
+    return str(resolve_device(device))
+
+
+def _tta(loaded: LoadedModel) -> bool:
+    return loaded.train.tta_flip if loaded.train is not None else False
+
+
+def default_data(model_path: Path) -> str | None:
+    """The data set the run was trained on, from its config.json, if it still exists."""
+    folder = model_path if model_path.is_dir() else model_path.parent
+    try:
+        source = read_config(folder).get("data_source")
+    except ValueError:
+        return None
+    return source if isinstance(source, str) and Path(source).exists() else None
+
+
+def evaluate_run(model_path: str, data: str | None, out_dir: str | None,
+                 device: str | None, out: TextIO) -> Evaluation:
+    """Accuracy, per-class accuracy and a confusion matrix on a data set's test split."""
+    from search.plots import plot_confusion
+    from search.promote import write_json
+    from search.run import find_data
+    from trainers import load_cifar10
+    from trainers.inference import class_report, predict_logits
+
+    path = Path(model_path).expanduser()
+    loaded = load_model(path, _device(device))
+    source = data or default_data(path) or find_data(None)
+    dataset = load_cifar10(source, progress=lambda m: print(f"data     {m}", file=out,
+                                                             flush=True))
+    logits = predict_logits(loaded.model, dataset.test_images, tta_flip=_tta(loaded),
+                            device=loaded.device)
+    report = class_report(dataset.test_labels, logits.argmax(1), dataset.classes)
+    folder = Path(out_dir) if out_dir else (path if path.is_dir() else path.parent) / \
+        f"eval-{_stem(Path(source))}"
+    png = plot_confusion(report.confusion, dataset.classes, _mkdir(folder) / "confusion.png",
+                         title=f"{loaded.arch.describe()}\n{dataset.source}: test accuracy "
+                               f"{100 * report.accuracy:.2f}%")
+    json_path = folder / "evaluation.json"
+    write_json(json_path, {"model": str(loaded.source), "data_source": dataset.source,
+                           "data_digest": dataset.digest, "test_images": len(dataset.test_labels),
+                           "tta_flip": _tta(loaded), **report.to_dict()})
+    return Evaluation(report, loaded, dataset.source, png, json_path)
+
+
+def print_evaluation(ev: Evaluation, out: TextIO) -> None:
+    r = ev.report
+    print(f"model    {ev.model.source}: {ev.model.arch.describe()}", file=out)
+    print(f"data     {ev.data_source}: {int(r.confusion.sum()):,} test images", file=out)
+    print(f"accuracy {100 * r.accuracy:.2f}%", file=out)
+    print(f"{'class':<12} {'accuracy':>8} {'images':>7}  most confused with", file=out)
+    for i, (name, acc) in enumerate(r.per_class.items()):
+        row = r.confusion[i].copy()
+        row[i] = 0
+        worst = int(row.argmax())
+        confused = f"{r.classes[worst]} ({int(row[worst])})" if row[worst] else "-"
+        print(f"{name:<12} {100 * acc:>7.2f}% {int(r.confusion[i].sum()):>7,}  {confused}",
+              file=out)
+    print(f"written  {ev.confusion_png}, {ev.json_path}", file=out)
+
+
+def predict_file(model_path: str, input_path: str, out_csv: str, device: str | None,
+                 out: TextIO) -> int:
+    """Write ``ID,Labels`` rows for an unlabelled pickle or image folder; how many."""
+    from trainers.data import read_unlabeled
+    from trainers.inference import predict_logits
+    from trainers.safeio import atomic_writer
+
+    loaded = load_model(Path(model_path), _device(device))
+    images, ids = read_unlabeled(input_path)
+    labels = predict_logits(loaded.model, images, tta_flip=_tta(loaded),
+                            device=loaded.device).argmax(1)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(("ID", "Labels"))
+    for image_id, label in zip(ids.tolist(), labels.tolist(), strict=True):
+        writer.writerow((image_id, int(label)))
+    target = Path(out_csv)
+    _mkdir(target.parent)
+    with atomic_writer(target) as f:
+        f.write(text.getvalue().encode())
+    counts = np.bincount(labels, minlength=10)
+    print(f"model    {loaded.source}: {loaded.arch.describe()}", file=out)
+    print(f"input    {input_path}: {len(ids):,} images", file=out)
+    print(f"written  {target}: {len(ids):,} rows; predicted per class "
+          + json.dumps(counts.tolist()), file=out)
+    return len(ids)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".tar.gz", ".tgz", ".tar", ".gz"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name or "data"
+
+
+def _mkdir(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
