@@ -36,6 +36,8 @@ def describe(trial: FrozenTrial) -> str:
             or attrs.get("arch_summary") or "")
     if "baseline" in attrs:
         tail = f"[{attrs['baseline']}] {tail}"
+    if "promoted_test_acc" in attrs:  # `search promote` trained it in full
+        tail = f"(promoted: test {100 * float(attrs['promoted_test_acc']):.2f}%) {tail}"
     return (f"{trial.number:>5} {trial.state.name:<8} {len(trial.intermediate_values):>5} "
             f"{acc_text:>8} {fmt_params(attrs.get('n_params')):>7}  {tail[:70]}")
 

@@ -228,6 +228,9 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
         raise PromoteError(f"{err}; pass --restart to discard it and train from scratch") \
             from None
     rows: list[dict[str, float]] = list(previous["history"]) if previous else []
+    if previous is not None and previous["epoch"] >= cfg.epochs:
+        print(f"note     the checkpoint is of the last epoch ({cfg.epochs}): nothing left to "
+              "train, only the outputs are written again (--restart trains anew)", file=out)
     data = load_cifar10(job.data, progress=lambda m: print(f"data     {m}", file=out, flush=True))
     device = resolve_device(job.device)
     write_json(run_dir / "config.json", {

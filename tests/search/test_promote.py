@@ -95,8 +95,8 @@ def load_weights(run: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def test_promote_writes_every_output(promoted: Path, searched: Searched,
-                                     data: CifarData) -> None:
+def test_promote_writes_every_output(promoted: Path, searched: Searched, data: CifarData,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
     for name in (*OUTPUTS, "checkpoint.pt"):
         assert (promoted / name).stat().st_size > 0, name
     for png in ("curves.png", "confusion.png"):
@@ -127,6 +127,11 @@ def test_promote_writes_every_output(promoted: Path, searched: Searched,
     assert trial.user_attrs["promoted_test_acc"] == round(summary["test_acc"], 4)
     assert trial.user_attrs["promoted_run_dir"] == str(promoted.resolve())
     assert trial.state == TrialState.COMPLETE
+    capsys.readouterr()
+    assert main(["best", "--study", searched.name, "--storage", searched.url]) == 0
+    shown = [line for line in capsys.readouterr().out.splitlines() if "promoted" in line]
+    assert len(shown) == 1 and shown[0].split()[0] == "1"
+    assert f"test {100 * summary['test_acc']:.2f}%" in shown[0]
 
 
 def test_interrupted_promote_resumes_to_the_same_metrics(searched: Searched) -> None:
