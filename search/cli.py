@@ -211,6 +211,7 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``search`` console script."""
     from models import ConfigError
+    from search.executors import RayUnavailable
     from search.promote import PromoteError
     from search.report import ReportError
     from search.run import RunError
@@ -224,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args, sys.stdout) or 0)
     except (SpecError, DataError, StorageError, RunError, UsageError, PromoteError, ReportError,
-            CheckpointError, ConfigError) as err:
+            CheckpointError, ConfigError, RayUnavailable) as err:
         print(f"search: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -25,6 +25,10 @@ class WorkerError(RuntimeError):
     """A worker stopped with an error (its trials are in the store)."""
 
 
+class RayUnavailable(ValueError):
+    """The Ray cluster named by --ray-address cannot be used (exit code 2)."""
+
+
 def run_local(configs: list[WorkerConfig], tick: Tick, interval: float = 2.0) -> None:
     """Each worker in its own (spawned) process; returns when all have ended."""
     ctx = mp.get_context("spawn")
@@ -54,13 +58,34 @@ def run_local(configs: list[WorkerConfig], tick: Tick, interval: float = 2.0) ->
 
 
 def init_ray(address: str | None) -> bool:
-    """Join the cluster at ``address``, or start a local instance; True if this call did."""
+    """Join the cluster at ``address``, or start a local instance; True if this call did.
+
+    A local instance listens on this machine's network address, not only on
+    loopback, so it runs with Ray's token authentication (a token is made in
+    ``~/.ray/auth_token`` if there is none) unless ``RAY_AUTH_MODE`` says otherwise.
+    Joining a cluster uses the token the environment names (``RAY_AUTH_TOKEN_PATH``).
+
+    Raises:
+        RayUnavailable: the cluster cannot be reached or refuses this process.
+    """
     import ray
 
     if ray.is_initialized():
         return False
-    ray.init(address=address, include_dashboard=False, log_to_driver=True,
-             configure_logging=False, logging_level=logging.ERROR)
+    if address in (None, "", "local"):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        address = None
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True,
+                 configure_logging=False, logging_level=logging.ERROR)
+    except (ConnectionError, ray.exceptions.AuthenticationError, ValueError) as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # A wrong token looks like an unreachable cluster from here (Ray logs the
+        # refusal on stderr itself), so the hint names both.
+        hint = ("; check the address, and that RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH "
+                "name the cluster's token")
+        raise RayUnavailable(f"cannot join the Ray cluster at {address}: {detail}{hint}") \
+            from None
     return True
 
 
@@ -70,43 +95,35 @@ def task_error(err: Exception) -> BaseException:
     return cause if isinstance(cause, BaseException) else err
 
 
-def run_ray(configs: list[WorkerConfig], tick: Tick, *, address: str | None,
-            gpus_per_trial: float, cpus_per_trial: float, interval: float = 2.0) -> None:
-    """Each worker as a Ray task holding ``gpus_per_trial`` GPUs and ``cpus_per_trial`` CPUs.
-
-    Starts a local Ray instance (shut down at the end) unless ``address`` names a
-    running cluster to join.
-    """
+def run_ray(configs: list[WorkerConfig], tick: Tick, *, gpus_per_trial: float,
+            cpus_per_trial: float, interval: float = 2.0) -> None:
+    """Each worker as a Ray task holding ``gpus_per_trial`` GPUs and ``cpus_per_trial`` CPUs,
+    on the Ray instance this process has joined (`init_ray`)."""
     import ray
 
     from search.worker import run_worker
 
-    started = init_ray(address)
+    task = ray.remote(num_gpus=gpus_per_trial, num_cpus=cpus_per_trial,
+                      max_retries=0)(run_worker)
+    refs: list[Any] = [task.remote(cfg) for cfg in configs]
+    pending = list(refs)
     try:
-        task = ray.remote(num_gpus=gpus_per_trial, num_cpus=cpus_per_trial,
-                          max_retries=0)(run_worker)
-        refs: list[Any] = [task.remote(cfg) for cfg in configs]
-        pending = list(refs)
-        try:
-            while pending:
-                tick()
-                _, pending = ray.wait(pending, timeout=interval)
-        except KeyboardInterrupt:
-            for ref in refs:
-                ray.cancel(ref)  # raises KeyboardInterrupt inside the task
-            ray.wait(refs, num_returns=len(refs), timeout=INTERRUPT_WAIT_S)
-            raise
-        finally:
+        while pending:
             tick()
-        errors = []
+            _, pending = ray.wait(pending, timeout=interval)
+    except KeyboardInterrupt:
         for ref in refs:
-            try:
-                ray.get(ref)
-            except Exception as err:  # the task's own exception, wrapped by Ray
-                cause = task_error(err)
-                errors.append(f"{type(cause).__name__}: {str(cause).splitlines()[-1]}")
-        if errors:
-            raise WorkerError("; ".join(errors))
+            ray.cancel(ref)  # raises KeyboardInterrupt inside the task
+        ray.wait(refs, num_returns=len(refs), timeout=INTERRUPT_WAIT_S)
+        raise
     finally:
-        if started:
-            ray.shutdown()
+        tick()
+    errors = []
+    for ref in refs:
+        try:
+            ray.get(ref)
+        except Exception as err:  # the task's own exception, wrapped by Ray
+            cause = task_error(err)
+            errors.append(f"{type(cause).__name__}: {str(cause).splitlines()[-1]}")
+    if errors:
+        raise WorkerError("; ".join(errors))

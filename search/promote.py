@@ -327,7 +327,7 @@ def _on_ray(job: PromoteJob, address: str, run_dir: Path, out: TextIO) -> dict[s
     from search.executors import init_ray, task_error
     from trainers.safeio import atomic_writer
 
-    started = init_ray(None if address == "local" else address)
+    started = init_ray(address)
     try:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         task = ray.remote(num_gpus=gpus, num_cpus=0 if gpus else 1, max_retries=0)(_ray_task)

@@ -77,17 +77,57 @@ def enqueue_baselines(study: optuna.Study, spec: object, out: TextIO) -> list[st
     return queued
 
 
-def default_workers(device: str | None) -> int:
+@dataclass(frozen=True)
+class Placement:
+    """How many workers run, and what each holds."""
+
+    workers: int
+    gpus_per_worker: float  # 0: the workers train on CPUs
+    cpus_per_worker: float  # Ray's CPU resource per worker (fractions allowed)
+    cpu_threads: int | None  # torch threads per worker; None: torch's default
+    where: str  # "this machine", "Ray cluster at ..."
+
+    def describe(self) -> str:
+        held = (f"{self.gpus_per_worker:g} GPU each" if self.gpus_per_worker
+                else f"CPU, {self.cpu_threads} thread(s) each")
+        return f"{self.workers} worker(s) on {self.where}, {held}"
+
+
+def local_placement(opts: RunOptions) -> Placement:
+    """Workers on this machine: one per local GPU, else one (or --workers) sharing the cores."""
     import torch
 
-    if device != "cpu" and torch.cuda.is_available():
-        return torch.cuda.device_count()
-    return 1
+    gpus = torch.cuda.device_count() if opts.device != "cpu" and torch.cuda.is_available() else 0
+    workers = opts.workers or max(1, gpus)
+    cpus = os.cpu_count() or 1
+    return Placement(workers, 1.0 if gpus else 0.0, 0.0 if gpus else cpus / workers,
+                     None if gpus else max(1, cpus // workers), "this machine")
+
+
+def ray_placement(opts: RunOptions) -> Placement:
+    """Workers on the Ray cluster joined: sized from the cluster's GPUs and CPUs, not
+    from the machine this command runs on (which may hold neither)."""
+    import ray
+
+    total = ray.cluster_resources()
+    gpus = float(total.get("GPU", 0.0)) if opts.device != "cpu" else 0.0
+    where = f"Ray cluster at {opts.ray_address}" if opts.ray_address else "a local Ray instance"
+    if gpus:
+        workers = opts.workers or max(1, int(gpus // opts.gpus_per_trial))
+        return Placement(workers, opts.gpus_per_trial, 0.0, None, where)
+    workers = opts.workers or 1
+    # A CPU share that fits on one node, so that K workers on fewer cores all run at once.
+    node_cpus = max((float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n["Alive"]),
+                    default=0.0)
+    if node_cpus <= 0:
+        raise RunError(f"the {where} has neither GPUs nor CPUs to run workers on")
+    share = min(float(total.get("CPU", 0.0)) / workers, node_cpus)
+    return Placement(workers, 0.0, share, max(1, int(share)), where)
 
 
 def run_search(opts: RunOptions, out: TextIO = sys.stdout) -> int:
     """Run the study to ``opts.n_trials`` finished trials; the exit code."""
-    from search.executors import WorkerError, run_local, run_ray
+    from search.executors import WorkerError, init_ray, run_local, run_ray
     from space import load_spec
     from trainers import load_cifar10
 
@@ -111,42 +151,43 @@ def run_search(opts: RunOptions, out: TextIO = sys.stdout) -> int:
     if not study.trials and opts.baselines:
         enqueue_baselines(study, spec, out)
     done, _ = count_finished(study)
-    workers = opts.workers or default_workers(opts.device)
-    print(f"trials   {done} of {opts.n_trials} finished already; {workers} worker(s), "
-          f"executor {opts.executor}", file=out, flush=True)
     if done >= opts.n_trials:
+        print(f"trials   {done} of {opts.n_trials} finished already", file=out)
         return 0
-    cpus = os.cpu_count() or 1
-    cpu_threads = max(1, cpus // workers)
-    configs = [WorkerConfig(study=opts.study, study_name=name, storage_url=url,
-                            n_trials=opts.n_trials, data=data_path, device=opts.device,
-                            seed=opts.seed, worker=i, timeout=opts.timeout,
-                            trainer=opts.trainer, cpu_threads=cpu_threads)
-               for i in range(workers)]
     view = LiveView(study, opts.n_trials, out)
     code = 0
+    started_ray = False
     try:
+        if opts.executor == "local":
+            place = local_placement(opts)
+        else:
+            started_ray = init_ray(opts.ray_address)
+            place = ray_placement(opts)
+        configs = [WorkerConfig(study=opts.study, study_name=name, storage_url=url,
+                                n_trials=opts.n_trials, data=data_path, device=opts.device,
+                                seed=opts.seed, worker=i, timeout=opts.timeout,
+                                trainer=opts.trainer, cpu_threads=place.cpu_threads)
+                   for i in range(place.workers)]
+        print(f"trials   {done} of {opts.n_trials} finished already; {place.describe()}",
+              file=out, flush=True)
         if opts.executor == "local":
             run_local(configs, view.update)
         else:
-            gpus = opts.gpus_per_trial if _has_gpu(opts.device) else 0.0
-            # A fractional CPU share, so that K workers on fewer cores all run at once.
-            run_ray(configs, view.update, address=opts.ray_address, gpus_per_trial=gpus,
-                    cpus_per_trial=0 if gpus else cpus / workers)
+            run_ray(configs, view.update, gpus_per_trial=place.gpus_per_worker,
+                    cpus_per_trial=place.cpus_per_worker)
     except KeyboardInterrupt:
         print("interrupted: workers stopped; run the same command to continue", file=out)
         code = 130
     except WorkerError as err:
         print(f"search: a worker failed: {err}", file=sys.stderr)
         code = 1
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
     summarize(study, out)
     return code
-
-
-def _has_gpu(device: str | None) -> bool:
-    import torch
-
-    return device != "cpu" and torch.cuda.is_available()
 
 
 def summarize(study: optuna.Study, out: TextIO) -> None:
