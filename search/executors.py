@@ -8,10 +8,12 @@ as the interrupt unwinds it, so no trial is left RUNNING.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +21,7 @@ from search.worker import WorkerConfig, worker_main
 
 Tick = Callable[[], None]
 INTERRUPT_WAIT_S = 60  # how long interrupted workers get to mark their trials
+RESPAWNS = 3  # restarts of a worker killed by a signal (Ray: retries of its task)
 
 
 class WorkerError(RuntimeError):
@@ -30,17 +33,36 @@ class RayUnavailable(ValueError):
 
 
 def run_local(configs: list[WorkerConfig], tick: Tick, interval: float = 2.0) -> None:
-    """Each worker in its own (spawned) process; returns when all have ended."""
+    """Each worker in its own (spawned) process; returns when all have ended.
+
+    A worker killed by a signal (the OOM killer, ``kill -9``) is started again, up
+    to `RESPAWNS` times: its trial is failed by its stale heartbeat and queued again.
+    """
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=worker_main, args=(cfg,), name=f"search-worker-{cfg.worker}")
-             for cfg in configs]
-    for proc in procs:
+    configs = [dataclasses.replace(cfg, stop_with_parent=True) for cfg in configs]
+
+    def start(cfg: WorkerConfig) -> Any:
+        proc = ctx.Process(target=worker_main, args=(cfg,), name=f"search-worker-{cfg.worker}")
         proc.start()
+        return proc
+
+    procs = [start(cfg) for cfg in configs]
+    respawns = [0] * len(procs)
     try:
-        while any(p.is_alive() for p in procs):
+        while True:
             tick()
-            for proc in procs:
+            for i, proc in enumerate(procs):
                 proc.join(timeout=interval / len(procs))
+                code = proc.exitcode
+                if code is not None and code < 0 and code != -signal.SIGINT \
+                        and respawns[i] < RESPAWNS:
+                    respawns[i] += 1
+                    print(f"search: worker {i} (pid {proc.pid}) was killed by "
+                          f"{signal.Signals(-code).name}; starting it again "
+                          f"({respawns[i]} of {RESPAWNS})", file=sys.stderr, flush=True)
+                    procs[i] = start(configs[i])
+            if not any(p.is_alive() for p in procs):
+                break
     except KeyboardInterrupt:
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
@@ -103,8 +125,10 @@ def run_ray(configs: list[WorkerConfig], tick: Tick, *, gpus_per_trial: float,
 
     from search.worker import run_worker
 
+    # A worker process that dies (kill -9, a lost node) is run again by Ray; an
+    # exception the worker raises is not retried.
     task = ray.remote(num_gpus=gpus_per_trial, num_cpus=cpus_per_trial,
-                      max_retries=0)(run_worker)
+                      max_retries=RESPAWNS, retry_exceptions=False)(run_worker)
     refs: list[Any] = [task.remote(cfg) for cfg in configs]
     pending = list(refs)
     try:

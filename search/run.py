@@ -12,7 +12,7 @@ from typing import TextIO
 import optuna
 
 from search.live import LiveView
-from search.storage import mask_url, open_storage, resolve_storage_url
+from search.storage import StartLock, mask_url, open_storage, resolve_storage_url
 from search.worker import TRAINER, WorkerConfig, count_finished
 
 DATA_ENV = "SEARCH_DATA"
@@ -146,10 +146,17 @@ def run_search(opts: RunOptions, out: TextIO = sys.stdout) -> int:
     print(f"data     {data.source}: {len(data.train_labels):,} train images", file=out)
 
     storage = open_storage(url, heartbeat=False)
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                                load_if_exists=True)
-    if not study.trials and opts.baselines:
-        enqueue_baselines(study, spec, out)
+    # Under the start lock: two commands starting the same new study at once must not
+    # both queue the baselines.
+    lock = StartLock(url, name)
+    lock.acquire()
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                    load_if_exists=True)
+        if not study.trials and opts.baselines:
+            enqueue_baselines(study, spec, out)
+    finally:
+        lock.release()
     done, _ = count_finished(study)
     if done >= opts.n_trials:
         print(f"trials   {done} of {opts.n_trials} finished already", file=out)

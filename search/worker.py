@@ -20,9 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 TRAINER = "trainers.training:fit"
+POLL_S = 5.0  # seconds between looks at the store while waiting for other workers
+STORE_OUTAGE_S = 600.0  # how long a worker waits for an unreachable store before giving up
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class WorkerConfig:
     timeout: float | None = None  # seconds after which no new trial starts
     trainer: str = TRAINER  # "module:function" with the signature of trainers.fit
     cpu_threads: int | None = None  # torch threads on CPU, so workers share the cores
+    stop_with_parent: bool = False  # a local subprocess: stop when the driver dies
 
 
 class TrialFailure(Exception):
@@ -95,7 +99,8 @@ class Objective:
             "flops": candidate.flops, "arch": candidate.arch.to_json(),
             "arch_summary": candidate.arch.describe(), "train": candidate.train.to_json(),
             "device": torch.cuda.get_device_name() if device == "cuda" else device,
-            "host": self.host, "worker": self.cfg.worker, "data_source": self.data.source,
+            "host": self.host, "worker": self.cfg.worker, "pid": os.getpid(),
+            "data_source": self.data.source,
         }.items():
             trial.set_user_attr(key, value)
 
@@ -146,18 +151,59 @@ def run_worker(cfg: WorkerConfig) -> int:
     lock = StartLock(cfg.storage_url, cfg.study_name)
     objective = Objective(cfg, spec, data, on_start=lock.release)
     deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
+    parent = os.getppid()
     ran = 0
+    outage_since: float | None = None
     while deadline is None or time.monotonic() < deadline:
-        lock.acquire()
+        if cfg.stop_with_parent and os.getppid() != parent:
+            log(cfg, "the search command that started this worker is gone; stopping")
+            break
         try:
-            done, running = count_finished(study)
-            if done + running >= cfg.n_trials:
-                break
-            study.optimize(objective, n_trials=1, catch=(TrialFailure,), gc_after_trial=True)
-        finally:
-            lock.release()
+            step = _next_trial(study, objective, lock, cfg.n_trials)
+        except sqlalchemy.exc.DBAPIError as err:
+            # The store went away (a database restart): wait for it rather than die.
+            # The trial it interrupted stays RUNNING, loses its heartbeat, and is
+            # failed and queued again once the store is back.
+            outage_since = outage_since or time.monotonic()
+            if time.monotonic() - outage_since > STORE_OUTAGE_S:
+                raise
+            log(cfg, f"store unreachable ({type(err.orig).__name__}); retrying in {POLL_S:g} s")
+            time.sleep(POLL_S)
+            continue
+        outage_since = None
+        if step == "done":
+            break
+        if step == "wait":
+            time.sleep(POLL_S)
+            continue
         ran += 1
     return ran
+
+
+def _next_trial(study: optuna.Study, objective: Objective, lock: Any, n_trials: int) -> str:
+    """Run one trial ("ran"), or say that the study is "done" or that others must end first
+    ("wait": trials still running could yet fail and be queued again)."""
+    from optuna.storages import fail_stale_trials
+
+    lock.acquire()
+    try:
+        # A dead worker's trial turns FAIL once its heartbeat is stale, and the retry
+        # callback queues its parameters again; normally the next trial start does
+        # this, but a worker that only waits must do it too.
+        fail_stale_trials(study)
+        done, running = count_finished(study)
+        if done >= n_trials:
+            return "done"
+        if done + running >= n_trials:
+            return "wait"
+        study.optimize(objective, n_trials=1, catch=(TrialFailure,), gc_after_trial=True)
+        return "ran"
+    finally:
+        lock.release()
+
+
+def log(cfg: WorkerConfig, message: str) -> None:
+    print(f"worker {cfg.worker} (pid {os.getpid()}): {message}", file=sys.stderr, flush=True)
 
 
 def worker_main(cfg: WorkerConfig) -> None:
@@ -169,5 +215,5 @@ def worker_main(cfg: WorkerConfig) -> None:
         sys.exit(130)
     except Exception as err:  # reported by the driver; the worker's detail goes to stderr
         traceback.print_exc()
-        print(f"worker {cfg.worker} (pid {os.getpid()}): {err}", file=sys.stderr)
+        log(cfg, str(err))
         sys.exit(1)

@@ -42,3 +42,46 @@ def instant(arch: Any, train: Any, data: Any, **kwargs: Any) -> Any:
     stop = kwargs["report"](1, {"val_acc": acc, "val_loss": 1.0, "seconds": 0.0,
                                 "images_per_s": 0.0})
     return SimpleNamespace(stopped=bool(stop), val_acc=acc, epochs=1)
+
+
+def nan_or_oom(arch: Any, train: Any, data: Any, **kwargs: Any) -> Any:
+    """The real trainer, with two faults for bottleneck networks.
+
+    Stem width 8: a forward hook turns the logits NaN from the third step on, so
+    the real divergence check of `fit` stops the trial. Stem width 16: CUDA's
+    out-of-memory error, raised after the first epoch as a full card would.
+    Every other network trains normally.
+    """
+    import torch
+
+    import trainers.training as training
+
+    if arch.block_type == "bottleneck" and arch.stem_width == 16:
+        report = kwargs.pop("report")
+
+        def oom_report(epoch: int, metrics: dict[str, float]) -> bool:
+            report(epoch, metrics)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB "
+                                         "(simulated on the CPU)")
+
+        return fit(arch, train, data, report=oom_report, **kwargs)
+    if arch.block_type != "bottleneck" or arch.stem_width != 8:
+        return fit(arch, train, data, **kwargs)
+    original = training.build_model
+
+    def poisoned(*args: Any, **kw: Any) -> Any:
+        model = original(*args, **kw)
+        calls = [0]
+
+        def hook(module: Any, inputs: Any, output: Any) -> Any:
+            calls[0] += 1
+            return output * float("nan") if calls[0] >= 3 else output
+
+        model.register_forward_hook(hook)
+        return model
+
+    training.build_model = poisoned  # type: ignore[assignment]
+    try:
+        return fit(arch, train, data, **kwargs)
+    finally:
+        training.build_model = original  # type: ignore[assignment]
