@@ -90,12 +90,20 @@ def init_ray(address: str | None) -> bool:
     Raises:
         RayUnavailable: the cluster cannot be reached or refuses this process.
     """
+    local = address in (None, "", "local")
+    if local and "RAY_AUTH_MODE" not in os.environ:
+        # Before Ray reads its configuration: the driver and the processes it starts
+        # must agree on the mode.
+        os.environ["RAY_AUTH_MODE"] = "token"
+        if "ray" in sys.modules:
+            from ray._raylet import Config
+
+            Config.initialize("")
     import ray
 
     if ray.is_initialized():
         return False
-    if address in (None, "", "local"):
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if local:
         address = None
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=True,

@@ -24,9 +24,13 @@ def postgres_url() -> Iterator[str]:
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
     try:
         yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
     finally:
+        # A fresh connection: a test may have restarted the server meanwhile.
+        admin = psycopg2.connect(**PG_ADMIN, connect_timeout=30)
+        admin.autocommit = True
         with admin.cursor() as cur:
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                         "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))

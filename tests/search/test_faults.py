@@ -107,7 +107,7 @@ def test_a_killed_worker_trial_fails_and_is_retried(executor: str, tmp_path: Pat
     assert dead.datetime_complete is not None
     detect = dead.datetime_complete.timestamp() - killed_at
     assert detect <= GRACE_S + 2 * POLL_S + 15, detect
-    retry = [t for t in trials if t.system_attrs.get("failed_trial") == dead._trial_id]
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
     assert len(retry) == 1 and retry[0].params == dead.params and finished(retry[0])
     if executor == "local":
         assert "was killed by SIGKILL; starting it again" in err
