@@ -96,7 +96,7 @@ def init_ray(address: str | None) -> bool:
         # must agree on the mode.
         os.environ["RAY_AUTH_MODE"] = "token"
         if "ray" in sys.modules:
-            from ray._raylet import Config
+            from ray._raylet import Config  # type: ignore[attr-defined]
 
             Config.initialize("")
     import ray

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import time
 import warnings
 import zlib
@@ -58,6 +59,22 @@ def mask_url(url: str) -> str:
         return "<unparseable storage URL>"
 
 
+class _Storage(RDBStorage):
+    """RDBStorage whose heartbeat outlives a database restart.
+
+    Optuna records heartbeats from a thread that ends on the first error; after a
+    restart of the database the trial would then look dead although it still
+    trains. A missed beat is only logged here, and the next one reconnects.
+    """
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+            print(f"search: heartbeat of trial id {trial_id} missed ({type(err).__name__}); "
+                  "retrying", file=sys.stderr, flush=True)
+
+
 def open_storage(url: str, *, heartbeat: bool = True) -> RDBStorage:
     """An Optuna storage for ``url``; workers use ``heartbeat=True``.
 
@@ -87,7 +104,7 @@ def open_storage(url: str, *, heartbeat: bool = True) -> RDBStorage:
                 kwargs = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
                           "heartbeat_stale_trial_callback":
                               RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
-            return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)  # type: ignore[arg-type]
+            return _Storage(url, engine_kwargs=engine_kwargs, **kwargs)  # type: ignore[arg-type]
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise StorageError(f"storage {mask_url(url)}: cannot open ({detail})") from None

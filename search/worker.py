@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,8 @@ from optuna.trial import TrialState
 TRAINER = "trainers.training:fit"
 POLL_S = 5.0  # seconds between looks at the store while waiting for other workers
 STORE_OUTAGE_S = 600.0  # how long a worker waits for an unreachable store before giving up
+# What a database that went away raises, directly or wrapped by Optuna.
+STORE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
 
 
 @dataclass(frozen=True)
@@ -160,14 +163,16 @@ def run_worker(cfg: WorkerConfig) -> int:
             break
         try:
             step = _next_trial(study, objective, lock, cfg.n_trials)
-        except sqlalchemy.exc.DBAPIError as err:
+        except Exception as err:
+            if not _store_failure(err):
+                raise
             # The store went away (a database restart): wait for it rather than die.
             # The trial it interrupted stays RUNNING, loses its heartbeat, and is
             # failed and queued again once the store is back.
             outage_since = outage_since or time.monotonic()
             if time.monotonic() - outage_since > STORE_OUTAGE_S:
                 raise
-            log(cfg, f"store unreachable ({type(err.orig).__name__}); retrying in {POLL_S:g} s")
+            log(cfg, f"store unreachable ({type(err).__name__}); retrying in {POLL_S:g} s")
             time.sleep(POLL_S)
             continue
         outage_since = None
@@ -190,7 +195,9 @@ def _next_trial(study: optuna.Study, objective: Objective, lock: Any, n_trials: 
         # A dead worker's trial turns FAIL once its heartbeat is stale, and the retry
         # callback queues its parameters again; normally the next trial start does
         # this, but a worker that only waits must do it too.
-        fail_stale_trials(study)
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.9, and the only way
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)
         done, running = count_finished(study)
         if done >= n_trials:
             return "done"
@@ -200,6 +207,19 @@ def _next_trial(study: optuna.Study, objective: Objective, lock: Any, n_trials: 
         return "ran"
     finally:
         lock.release()
+
+
+def _store_failure(err: BaseException) -> bool:
+    """The store's fault: a database error, or any error raised while handling one (Optuna
+    may fail in its own error handling when the database is gone)."""
+    seen: BaseException | None = err
+    for _ in range(20):
+        if seen is None:
+            return False
+        if isinstance(seen, STORE_ERRORS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def log(cfg: WorkerConfig, message: str) -> None:
