@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -143,6 +144,8 @@ def test_a_killed_driver_resumes_with_the_same_command(tmp_path: Path) -> None:
                               "trial_numbers_unique": True}
 
 
+@pytest.mark.skipif(shutil.which("pg_ctlcluster") is None or os.geteuid() != 0,
+                    reason="stopping the Postgres server needs pg_ctlcluster as root")
 def test_workers_live_through_a_postgres_restart(postgres_url: str, tmp_path: Path) -> None:
     study = smoke_file(tmp_path)
     name = f"restart-{uuid.uuid4().hex[:8]}"
