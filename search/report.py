@@ -23,6 +23,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.text import Annotation
+    from matplotlib.transforms import Bbox
 
 PNG_NAME = "pareto.png"
 MD_NAME = "report.md"
@@ -186,8 +189,9 @@ def _points(trials: Iterable[FrozenTrial]) -> list[_Point]:
 
 # --- markdown ---------------------------------------------------------------------------
 
-TABLE_HEAD = ("| rank | trial | val acc | parameters | MFLOPs | epochs | s/epoch | baseline "
-              "| architecture |\n|---:|---:|---:|---:|---:|---:|---:|---|---|")
+TABLE_HEAD = ("| rank | trial | val acc | test acc (promoted) | parameters | MFLOPs | epochs "
+              "| s/epoch | baseline | architecture |\n"
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
 
 
 def _markdown(name: str, counts: dict[str, int], complete: list[FrozenTrial],
@@ -211,9 +215,11 @@ def _row(rank: int, trial: FrozenTrial) -> str:
     flops = _int_attr(attrs, "flops")
     spe = _float_attr(attrs, "seconds_per_epoch")
     value = _value(trial)
+    test = _float_attr(attrs, "promoted_test_acc")  # written by `search promote`
     cells = [
         str(rank), str(trial.number),
         MISSING if value is None else f"{value:.2%}",
+        MISSING if test is None else f"{test:.2%}",
         MISSING if params is None else f"{params:,}",
         MISSING if flops is None else f"{flops / 1e6:,.1f}",
         str(len(trial.intermediate_values)) if trial.intermediate_values else MISSING,
@@ -245,7 +251,8 @@ def _plot_png(name: str, counts: dict[str, int], points: list[_Point], front: li
     fig = Figure(figsize=(9, 5.6), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    _draw_points(ax, points)
+    limits = _y_limits(points)
+    labels = _draw_points(ax, points, None if limits is None else limits[0])
     _draw_front(ax, front, points)
     _draw_best(ax, best, points)
     if budget is not None:
@@ -255,8 +262,11 @@ def _plot_png(name: str, counts: dict[str, int], points: list[_Point], front: li
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(True, which="major", alpha=0.3)
     ax.set_title(f"{name}\n{_counts_text(counts, skip_zero=False)}", fontsize=11)
+    if limits is not None:
+        ax.set_ylim(*limits)
     if points:
         ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
+        _spread_labels(fig, labels)
     else:
         ax.text(0.5, 0.5, "no complete trial records its parameter count",
                 transform=ax.transAxes, ha="center", va="center", color="0.4")
@@ -265,27 +275,66 @@ def _plot_png(name: str, counts: dict[str, int], points: list[_Point], front: li
     return buf.getvalue()
 
 
-def _draw_points(ax: Axes, points: list[_Point]) -> None:
+def _y_limits(points: list[_Point]) -> tuple[float, float] | None:
+    """Accuracy axis limits (%): from a margin below the worst complete trial to a
+    margin above the best point, which leaves room for the best trial's label.
+
+    Trials pruned after an epoch or two sit far below the rest; letting them set the
+    axis would squash the complete trials, which are what the plot is for.
+    """
+    done = [100 * p.acc for p in points if p.complete]
+    if not done:
+        return None
+    low = min(done) - max(2.0, 0.15 * (max(done) - min(done)))
+    high = max(100 * p.acc for p in points)
+    return low, high + 0.1 * (high - low)
+
+
+def _draw_points(ax: Axes, points: list[_Point], floor: float | None) -> list[Annotation]:
+    """Scatter the trials; the baselines' name labels, for `_spread_labels`."""
     pruned = [p for p in points if not p.complete and p.baseline is None]
     plain = [p for p in points if p.complete and p.baseline is None]
     base = [p for p in points if p.baseline is not None]
     if pruned:
+        hidden = sum(floor is not None and 100 * p.acc < floor for p in pruned)
         ax.scatter([p.params / 1e6 for p in pruned], [100 * p.acc for p in pruned],
                    marker="x", s=22, color="0.55", alpha=0.45, linewidths=1,
-                   label="pruned (best epoch)")
+                   label="pruned (best epoch)" + (f"; {hidden} below the axis" if hidden else ""))
     if plain:
         ax.scatter([p.params / 1e6 for p in plain], [100 * p.acc for p in plain],
                    marker="o", s=26, color="tab:blue", alpha=0.8, label="complete")
-    if base:
-        # Hollow when the baseline was pruned, so its accuracy reads as unfinished.
-        ax.scatter([p.params / 1e6 for p in base], [100 * p.acc for p in base],
-                   marker="D", s=46, edgecolors="tab:red", linewidths=1.4, zorder=4,
-                   facecolors=["tab:red" if p.complete else "none" for p in base],
-                   label="baseline")
-        for p in base:
-            ax.annotate(str(p.baseline) + ("" if p.complete else " (pruned)"),
+    if not base:
+        return []
+    # Hollow when the baseline was pruned, so its accuracy reads as unfinished.
+    ax.scatter([p.params / 1e6 for p in base], [100 * p.acc for p in base],
+               marker="D", s=46, edgecolors="tab:red", linewidths=1.4, zorder=4,
+               facecolors=["tab:red" if p.complete else "none" for p in base],
+               label="baseline")
+    return [ax.annotate(str(p.baseline) + ("" if p.complete else " (pruned)"),
                         (p.params / 1e6, 100 * p.acc), xytext=(6, -11),
                         textcoords="offset points", fontsize=8, color="tab:red")
+            for p in sorted(base, key=lambda p: (p.params, -p.acc))]
+
+
+def _spread_labels(fig: Figure, labels: list[Annotation], tries: int = 4) -> None:
+    """Move each label down until it overlaps no earlier one (or ``tries`` runs out).
+
+    Registry baselines come in near twins (resnet-110 and resnet-164 differ by 2% in
+    size), whose names would otherwise print on top of each other.
+    """
+    if not labels:
+        return
+    fig.draw_without_rendering()  # settles the layout, so the extents are final
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    placed: list[Bbox] = []
+    for label in labels:
+        for _ in range(tries):
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            x, y = label.xyann
+            label.xyann = (x, y - 10)  # points: one 8-point line and a little gap
+        placed.append(label.get_window_extent(renderer))
 
 
 def _draw_front(ax: Axes, front: list[_Point], points: list[_Point]) -> None:
@@ -308,9 +357,11 @@ def _draw_best(ax: Axes, best: FrozenTrial, points: list[_Point]) -> None:
         return
     ax.scatter([point.params / 1e6], [100 * point.acc], marker="*", s=190,
                color="gold", edgecolors="black", linewidths=0.8, zorder=5)
+    # To the left: the best trial is usually the largest, next to the budget line.
     ax.annotate(f"best: trial {point.number}, {point.acc:.2%}",
-                (point.params / 1e6, 100 * point.acc), xytext=(-12, 12),
-                textcoords="offset points", ha="right", fontsize=9, fontweight="bold",
+                (point.params / 1e6, 100 * point.acc), xytext=(-14, 6),
+                textcoords="offset points", ha="right", va="bottom", fontsize=9,
+                fontweight="bold",
                 arrowprops={"arrowstyle": "-", "color": "0.3", "linewidth": 0.8})
 
 

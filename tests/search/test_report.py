@@ -116,10 +116,11 @@ def test_table_lists_the_top_complete_trials_best_first(study: optuna.Study,
 def test_table_row_shows_the_trials_numbers_in_readable_units(study: optuna.Study,
                                                                tmp_path: Path) -> None:
     arch = BASELINES["resnet-20"]
-    number = complete(study, "resnet-20", 0.8123, epochs=7, baseline=True)
+    number = complete(study, "resnet-20", 0.8123, epochs=7, baseline=True,
+                      promoted_test_acc=0.7955)
 
     (row,) = table_rows(write_report(study, tmp_path).markdown)
-    assert row == ["1", str(number), "81.23%", "272,474",
+    assert row == ["1", str(number), "81.23%", "79.55%", "272,474",
                    f"{count_flops(arch) / 1e6:,.1f}", "7", "1.50", "resnet-20",
                    arch.describe().replace("|", "\\|")]
 
@@ -159,7 +160,7 @@ def test_baselines_and_unfinished_trials_are_counted_and_do_not_break_the_report
 
     assert "Trials: 2 complete, 3 pruned, 1 over budget, 2 failed." in report.markdown
     rows = table_rows(report.markdown)
-    assert [r[7] for r in rows] == ["-", "resnet-20"]
+    assert [r[8] for r in rows] == ["-", "resnet-20"]
     assert int(rows[1][1]) == b20
     assert report.n_complete == 2
     with Image.open(report.pareto_png) as img:
@@ -178,7 +179,7 @@ def test_missing_user_attrs_render_as_a_dash(study: optuna.Study, tmp_path: Path
     assert [int(r[1]) for r in rows[:2]] == [bare, odd]
     for row in rows[:2]:
         assert row[2] != "-"
-        assert row[3:] == ["-"] * 6
+        assert row[3:] == ["-"] * 7
     assert report.n_complete == 1  # only the trial with a size is plotted
 
 
