@@ -19,6 +19,7 @@ BLOCK_TYPES = ("basic", "bottleneck")
 POOL_TYPES = ("avg", "max")
 KERNEL_SIZES = (1, 3, 5, 7)
 MAX_WIDTH = 4096  # channels; far past anything a 5M budget admits, catches typos
+MAX_BLOCKS = 1000  # blocks per stage; counting walks every block, so this bounds its time
 
 
 def _check(ok: bool, field: str, value: Any, problem: str) -> None:
@@ -55,6 +56,7 @@ class StageConfig:
 
     def __post_init__(self) -> None:
         _check(self.blocks >= 1, "blocks", self.blocks, "must be >= 1")
+        _check(self.blocks <= MAX_BLOCKS, "blocks", self.blocks, f"must be <= {MAX_BLOCKS}")
         _check_width("width", self.width)
         _check_kernel("kernel", self.kernel)
         _check(self.stride in (1, 2), "stride", self.stride, "must be 1 or 2")
@@ -92,6 +94,9 @@ class ArchConfig:
         _check(self.block_type in BLOCK_TYPES, "block_type", self.block_type,
                f"must be one of {BLOCK_TYPES}")
         _check(self.expansion >= 1, "expansion", self.expansion, "must be >= 1")
+        # An inner width (width / expansion) of at least one channel needs this.
+        _check(self.expansion <= MAX_WIDTH, "expansion", self.expansion,
+               f"must be <= {MAX_WIDTH}")
         if self.block_type == "bottleneck":
             for i, stage in enumerate(stages):
                 _check(stage.width % self.expansion == 0, f"stages[{i}].width", stage.width,

@@ -16,7 +16,13 @@ from models.validate import ConfigError, check_type
 
 
 class SpecError(ValueError):
-    """A study file that cannot be used; the message names the file, key and problem."""
+    """A study file that cannot be used; the message names the file, key and problem.
+
+    The message is one line, even where a key or value from the file holds line breaks.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.splitlines()))
 
 
 class Suggester(Protocol):
@@ -33,6 +39,7 @@ class Suggester(Protocol):
 
 RANGE_KEYS = ("low", "high", "step", "log")
 MAX_CHECKED = 10_000  # int ranges up to this many values have every value checked
+MAX_STEPS = 10**9  # values of a float range with a step; Optuna's decimal arithmetic fails at 1e28
 
 
 @dataclass(frozen=True)
@@ -171,6 +178,9 @@ def parse_dim(where: str, key: str, raw: Any, tp: Any,
                 raise fail(f"step must be > 0, got {step!r}")
             if log:
                 raise fail("a range cannot have both 'step' and 'log'")
+            if tp is float and not (high - low) / step <= MAX_STEPS:
+                raise fail(f"step {step!r} makes more than {MAX_STEPS:,} values in "
+                           f"[{low!r}, {high!r}]")
         if log and low <= 0:
             raise fail(f"a log range needs low > 0, got {low!r}")
         if low == high:

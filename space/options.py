@@ -59,6 +59,10 @@ def _at_least(tp: Any, low: float, only: tuple[str, ...] = ()) -> Option:
     return Option(tp, lambda v: v >= low, f"must be >= {low}", only)
 
 
+def _between(tp: Any, low: float, high: float, only: tuple[str, ...] = ()) -> Option:
+    return Option(tp, lambda v: low <= v <= high, f"must be in {low}..{high}", only)
+
+
 def _resource(only: tuple[str, ...]) -> Option:
     return Option(int | str, lambda v: v == "auto" if isinstance(v, str) else v >= 1,
                   "must be a whole number of epochs >= 1 or \"auto\"", only)
@@ -71,7 +75,7 @@ SAMPLER_OPTIONS: dict[str, Option] = {
     "budget_aware": Option(bool),  # redraw proposals over the budget inside the sampler
     "max_draws": _at_least(int, 1),  # redraws per trial before an over-budget one goes through
     "n_startup_trials": _at_least(int, 0, TPE),
-    "n_ei_candidates": _at_least(int, 1, TPE),
+    "n_ei_candidates": _between(int, 1, 100_000, TPE),  # TPE draws this many per parameter
     "multivariate": Option(bool, only=TPE),
     "group": Option(bool, only=TPE),
     "constant_liar": Option(bool, only=TPE),

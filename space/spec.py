@@ -40,6 +40,7 @@ GLOBAL_ARCH_KEYS: dict[str, Any] = {
 ARCH_KEYS: dict[str, Any] = {"stages": int, **STAGE_KEYS, **GLOBAL_ARCH_KEYS, "pool_grid": int}
 TRAIN_KEYS: dict[str, Any] = field_types(TrainConfig)
 SECTIONS = ("study", "arch", "train", "final", "sampler", "pruner")
+INT64 = range(-(2**63), 2**63)  # what TOML integers may be
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -227,9 +228,24 @@ def load_spec(name_or_path: str | Path) -> StudySpec:
         )
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
+    except ValueError as err:  # TOMLDecodeError, or an integer of over 4,300 digits
         raise SpecError(f"{where}: not valid TOML: {err}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays or tables
+        raise SpecError(f"{where}: not valid TOML: arrays or tables nested too deeply") from None
+    _check_integers(where, raw, "")
     return parse_spec(raw, where=where, default_name=default_name)
+
+
+def _check_integers(where: str, value: Any, key: str) -> None:
+    """TOML integers are 64-bit; tomllib reads any size, which later cannot even be printed."""
+    if isinstance(value, int) and not isinstance(value, bool) and value not in INT64:
+        raise SpecError(f"{where}: {key}: integer outside TOML's 64-bit range")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_integers(where, v, f"{key}.{k}" if key else k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_integers(where, v, f"{key}[{i}]")
 
 
 def parse_spec(raw: dict[str, Any], *, where: str, default_name: str) -> StudySpec:
@@ -246,7 +262,7 @@ def parse_spec(raw: dict[str, Any], *, where: str, default_name: str) -> StudySp
 
     study = read_options(where, "study", tables["study"], STUDY_OPTIONS)
     name = study.get("name", default_name)
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise SpecError(f"{where}: study.name: must be letters, digits, '.', '_' or '-', "
                         f"got {name!r}")
 
@@ -346,7 +362,7 @@ def _parse_arch(where: str, table: dict[str, Any]) -> dict[str, Dim]:
     if dims["stages"].kind == "float":  # pragma: no cover - int type is enforced
         raise SpecError(f"{where}: arch.stages: must be whole numbers")
     smallest = final_size(max(dims["stages"].values()))
-    too_big = [g for g in dims["pool_grid"].values() if g > smallest]
+    too_big = [g for g in dims["pool_grid"].extremes() if g > smallest]
     if too_big:
         raise SpecError(
             f"{where}: arch.pool_grid: {too_big[0]} is larger than the {smallest}x{smallest} "

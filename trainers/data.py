@@ -247,6 +247,8 @@ def _read_folder(path: Path, say: Progress) -> tuple[_Layout, dict[Parts, bytes]
     digest = hashlib.sha256()
     blobs = {}
     for rel in sorted(layout.files):
+        if not path.joinpath(*rel).is_file():  # a fifo or device would block or never end
+            raise DataError(_join(path, *rel), "not a regular file")
         try:
             blob = path.joinpath(*rel).read_bytes()
         except OSError as err:
@@ -400,7 +402,7 @@ def _check_meta(blob: bytes, where: PathLike) -> None:
     names = _entry(restricted_loads(blob, what=str(where)), "label_names", where)
     if not isinstance(names, (list, tuple)):
         raise DataError(where, f"'label_names' must be a list, got {type(names).__name__}")
-    decoded = tuple(n.decode() if isinstance(n, bytes) else n for n in names)
+    decoded = tuple(_texts(names, where, "'label_names'"))
     if decoded != CLASSES:
         raise DataError(where, f"label_names are {list(decoded)}, expected {list(CLASSES)}")
 
@@ -469,7 +471,8 @@ def read_unlabeled(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
         obj = restricted_load(path)
         images, ids = _entry(obj, "data", path), _entry(obj, "ids", path)
     else:
-        raise DataError(path, "no such file or directory")
+        raise DataError(path, "not a file or folder" if path.exists() else
+                        "no such file or directory")
     if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4
             and images.shape[1:] == IMAGE_SHAPE and len(images)):
         raise DataError(path, f"images must be a non-empty uint8 N x 32 x 32 x 3 array, "
@@ -489,15 +492,28 @@ def _ids(raw: Any, n: int, where: PathLike) -> np.ndarray:
         raw = raw.tolist()
     if not isinstance(raw, (list, tuple)):
         raise DataError(where, f"'ids' must be a list, got {type(raw).__name__}")
-    items = [i.decode() if isinstance(i, bytes) else i for i in raw]
+    items = _texts(raw, where, "'ids'")
     if len(items) != n:
         raise DataError(where, f"has {len(items)} ids for {n} images")
-    ids = np.asarray(items)
+    try:
+        ids = np.asarray(items)
+    except ValueError as err:  # ragged lists
+        raise DataError(where, f"'ids' must be integers or strings ({err})") from None
     if ids.ndim != 1 or ids.dtype.kind not in "iuU":
         raise DataError(where, f"'ids' must be integers or strings, got {_describe(ids)}")
+    if ids.dtype.kind == "u" and (ids > np.iinfo(np.int64).max).any():  # would wrap around
+        raise DataError(where, "'ids' must be integers below 2**63")
     if len(np.unique(ids)) != n:
         raise DataError(where, "'ids' holds duplicates")
     return ids.astype(np.int64) if ids.dtype.kind in "iu" else ids
+
+
+def _texts(items: Iterable[Any], where: PathLike, what: str) -> list[Any]:
+    """``items`` with bytes decoded as UTF-8 (Python 2 pickles hold text as bytes)."""
+    try:
+        return [i.decode() if isinstance(i, bytes) else i for i in items]
+    except UnicodeDecodeError as err:
+        raise DataError(where, f"{what} holds bytes that are not UTF-8 text ({err})") from None
 
 
 def download_cifar10(dest_dir: Path, *, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5,

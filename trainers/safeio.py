@@ -43,7 +43,8 @@ class DataError(ValueError):
     def __init__(self, path: PathLike, problem: str) -> None:
         self.path = str(path)
         self.problem = " ".join(problem.split())  # one line, whatever a library said
-        super().__init__(f"{self.path}: {self.problem}")
+        # An archive member's name may hold line breaks too.
+        super().__init__(f"{' '.join(self.path.splitlines())}: {self.problem}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Crosses process boundaries (Ray workers) with both fields intact.
@@ -55,25 +56,53 @@ class DataError(ValueError):
 # name: pickles written by numpy 1.x (and the Python 2 CIFAR-10 batches) say
 # ``numpy.core.multiarray``, numpy 2.x says ``numpy._core.multiarray``, and both must
 # map to whatever the installed numpy uses, without numpy.core's deprecation warning.
-_RECONSTRUCT = np.zeros(1).__reduce__()[0]  # protocols 0-4: ndarray via _reconstruct
+_RECONSTRUCT: Any = np.zeros(1).__reduce__()[0]  # protocols 0-4: ndarray via _reconstruct
 _FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]  # protocol 5: ndarray via _frombuffer
 _SCALAR = np.float32(0).__reduce__()[0]  # numpy scalars such as np.int64(3)
 
+
+# A few bytes of pickle must not stand for gigabytes: numpy.ndarray(shape) and
+# bytearray(n) allocate whatever size they are given, so neither may be called as such.
+class _NdarrayName:
+    """What ``numpy.ndarray`` names in a pickle: the class `_empty_array` rebuilds, not a call."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError("a pickle may not call numpy.ndarray")
+
+
+def _empty_array(subtype: Any, shape: Any, dtype: Any) -> Any:
+    """numpy's ``_reconstruct``: numpy pickles ask it for an empty array to fill.
+
+    The data follow in ``__setstate__``, which checks their size against the shape.
+    """
+    if subtype is not _NdarrayName or shape != (0,):
+        raise ValueError(f"array pickles start from an empty ndarray, got shape {shape!r}")
+    return _RECONSTRUCT(np.ndarray, shape, dtype)
+
+
+def _bytearray(*args: Any) -> bytearray:
+    """``bytearray(data[, encoding])`` as pickles use it, never ``bytearray(size)``."""
+    if args and not isinstance(args[0], (bytes, str)):
+        raise ValueError(f"bytearray of a {type(args[0]).__name__}: only of bytes or text")
+    return bytearray(*args)
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NdarrayName,
     ("numpy", "dtype"): np.dtype,
     # Protocol 2 pickles of bytes written by Python 3: _codecs.encode(text, "latin1").
     ("_codecs", "encode"): codecs.encode,
     ("collections", "OrderedDict"): collections.OrderedDict,
 }
 for _core in ("numpy.core", "numpy._core"):
-    _ALLOWED[(f"{_core}.multiarray", "_reconstruct")] = _RECONSTRUCT
+    _ALLOWED[(f"{_core}.multiarray", "_reconstruct")] = _empty_array
     _ALLOWED[(f"{_core}.multiarray", "scalar")] = _SCALAR
     _ALLOWED[(f"{_core}.numeric", "_frombuffer")] = _FROMBUFFER
 # Types without opcodes of their own in older protocols; "__builtin__" is Python 2's name.
 for _module in ("builtins", "__builtin__"):
-    for _type in (set, frozenset, bytearray, complex):
+    for _type in (set, frozenset, complex):
         _ALLOWED[(_module, _type.__name__)] = _type
+    _ALLOWED[(_module, "bytearray")] = _bytearray
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
