@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from record import save
 from torch.utils.data import DataLoader, Dataset
 
-from models import BASELINES, build_model, count_flops
+from models import BASELINES, ArchConfig, build_model, count_flops
 from trainers.augment import MEAN, STD
 from trainers.config import TrainConfig
 from trainers.data import CifarData, load_cifar10
@@ -86,11 +86,11 @@ class PerImageCifar(Dataset):
 
 
 def plain_epoch_rate(data: CifarData, n: int, epochs: int, device: torch.device,
-                     workers: int) -> float:
-    """Images per second of the last of ``epochs`` fp32 epochs through a per-image
-    DataLoader, batch 128 (the first epochs warm up)."""
+                     workers: int, arch: ArchConfig = BASELINES["resnet-443"]) -> float:
+    """Images per second of the last of ``epochs`` fp32 epochs of ``arch`` through a
+    per-image DataLoader, batch 128 (the first epochs warm up)."""
     torch.manual_seed(0)
-    model = build_model(BASELINES["resnet-443"]).to(device)
+    model = build_model(arch).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
                                 weight_decay=5e-4)
     dataset = PerImageCifar(data.train_images[:n], data.train_labels[:n], seed=0)
