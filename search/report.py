@@ -8,11 +8,8 @@ running and on trials made by hand or by older code that lack some attributes.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -390,20 +387,10 @@ def _minor_label(value: float, _pos: int | None) -> str:
 
 # --- files ------------------------------------------------------------------------------
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Put ``data`` at ``path`` complete or not at all (a temp file, then `os.replace`).
 
-    Not `trainers.safeio.atomic_writer`: importing `trainers` loads torch, which a
-    report does not need.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` complete or not at all (`atomic_writer`)."""
+    from trainers.safeio import atomic_writer  # the CLI has loaded torch already (the spec)
+
+    with atomic_writer(path) as file:
+        file.write(data)
