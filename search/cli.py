@@ -171,13 +171,11 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
         "test split: accuracy, per-class accuracy, and confusion.png plus evaluation.json "
         "in --out.",
     )
-    evaluate.add_argument("model", metavar="RUN_OR_CKPT",
-                          help="run folder, model.pt (config.json beside it) or checkpoint.pt")
+    _model_arguments(evaluate)
     evaluate.add_argument("--data", metavar="PATH",
                           help="labelled CIFAR-10 data (default: the run's own data set)")
     evaluate.add_argument("--out", metavar="DIR",
                           help="where the PNG and JSON go (default: RUN/eval-DATANAME)")
-    evaluate.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda if present")
     evaluate.set_defaults(func=cmd_evaluate)
 
     predict = sub.add_parser(
@@ -185,13 +183,11 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
         description="Predict the classes of unlabelled images: a pickle dict with b'data' "
         "(N x 32 x 32 x 3 uint8) and b'ids', or a folder of 32x32 images (ids: file names).",
     )
-    predict.add_argument("model", metavar="RUN_OR_CKPT",
-                         help="run folder, model.pt (config.json beside it) or checkpoint.pt")
+    _model_arguments(predict)
     predict.add_argument("--input", required=True, metavar="FILE",
                          help="course-format pickle or image folder")
     predict.add_argument("--out", default="submission.csv", metavar="CSV",
                          help="output CSV (default: %(default)s)")
-    predict.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda if present")
     predict.set_defaults(func=cmd_predict)
 
     report = sub.add_parser(
@@ -409,6 +405,13 @@ def cmd_dashboard(args: argparse.Namespace, out: TextIO) -> int:
 
     run_server(storage, host=args.host, port=args.port)
     return 0
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """What evaluate and predict share: the trained model, and where it runs."""
+    parser.add_argument("model", metavar="RUN_OR_CKPT",
+                        help="run folder, model.pt (config.json beside it) or checkpoint.pt")
+    parser.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda if present")
 
 
 def cmd_promote(args: argparse.Namespace, out: TextIO) -> int:
