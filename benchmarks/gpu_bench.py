@@ -187,7 +187,7 @@ def search_rate(study: str, data: str, device: torch.device, seconds: float,
     """
     import optuna
 
-    from search.worker import finished
+    from search.record import finished
 
     with tempfile.TemporaryDirectory(prefix="gpu-bench-") as tmp:
         url = f"sqlite:///{tmp}/bench.db"

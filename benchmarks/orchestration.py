@@ -79,7 +79,7 @@ from record import save
 
 HERE = Path(__file__).resolve().parent
 SHARED_ARCHIVE = HERE.parents[1] / "shared" / "data" / "cifar10-jpeg.tar.gz"
-TRAINER = "stub_trainer:instant"
+TRAINER = "stub_trainer.instant"  # recorded in the figures
 STUDY = "smoke"
 PG_SERVER = "postgres@127.0.0.1:5432"
 
@@ -144,15 +144,17 @@ class Runner:
         return self.pg_url
 
     def run(self, executor: str, workers: int, n_trials: int) -> dict[str, Any]:
+        from stub_trainer import instant
+
+        from search.record import finished
         from search.run import RunOptions, run_search
         from search.storage import open_storage
-        from search.worker import finished
 
         url = self.url()
         name = f"orch-{executor}-{self.store}-{workers}w-{n_trials}-{secrets.token_hex(3)}"
         opts = RunOptions(study=STUDY, storage=url, study_name=name, n_trials=n_trials,
                           workers=workers, executor=executor, data=self.data, device="cpu",
-                          baselines=False, trainer=TRAINER)
+                          baselines=False, trainer=instant)
         out = io.StringIO()
         wall_start = dt.datetime.now()
         start = time.perf_counter()

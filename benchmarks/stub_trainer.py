@@ -3,7 +3,7 @@
 ``instant`` has the signature of `trainers.fit`: it reports one epoch with a
 validation accuracy computed from the architecture (so TPE has something to
 model, and a run is repeatable) and returns a `FitResult` without training.
-Workers load it as ``WorkerConfig.trainer = "stub_trainer:instant"``, so this
+Workers get it as ``RunOptions(trainer=stub_trainer.instant)`` (pickled by name), so this
 folder must be on the worker processes' ``PYTHONPATH``.
 """
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import warnings
 
-from models.config import ArchConfig, StageConfig
+from models.blocks import Block, Bottleneck
+from models.config import DEFAULT_BLOCK, ArchConfig, StageConfig
+from models.shapes import stage_stride
 
 BASELINES: dict[str, ArchConfig] = {}
 
@@ -28,14 +30,14 @@ def three_stage(
     widths: tuple[int, int, int],
     *,
     stem_width: int,
-    block_type: str = "basic",
+    block: Block = DEFAULT_BLOCK,
 ) -> ArchConfig:
     """The CIFAR layout: 3x3 stem, stages at 32, 16 and 8 pixels, global average pool."""
     stages = tuple(
-        StageConfig(blocks=b, width=w, kernel=3, stride=1 if i == 0 else 2)
+        StageConfig(blocks=b, width=w, kernel=3, stride=stage_stride(i))
         for i, (b, w) in enumerate(zip(blocks, widths, strict=True))
     )
-    return ArchConfig(stages=stages, stem_width=stem_width, block_type=block_type)
+    return ArchConfig(stages=stages, stem_width=stem_width, block=block)
 
 
 # The network whose published count (4,697,162) pins the counting down.
@@ -51,7 +53,7 @@ register("resnet-18-3stage", three_stage((3, 3, 2), (64, 128, 256), stem_width=6
 # He et al. (2016): 164 layers of bottleneck blocks, inner widths 16/32/64.
 register(
     "resnet-164",
-    three_stage((18, 18, 18), (64, 128, 256), stem_width=16, block_type="bottleneck"),
+    three_stage((18, 18, 18), (64, 128, 256), stem_width=16, block=Bottleneck()),
 )
 # Zagoruyko & Komodakis (2016) WRN-16-4 layout (post-activation here).
 register("wrn-16-4", three_stage((2, 2, 2), (64, 128, 256), stem_width=16))

@@ -1,27 +1,20 @@
 """Exact parameter and FLOP counts of an `ArchConfig`, without building it.
 
-Both walk the network the way `models.builder` builds it. The tests hold
-`count_params` to ``sum(p.numel())`` of the built model and `count_flops` to
-PyTorch's own FLOP counter, over hundreds of random configs.
+Both walk the network the way `models.builder` builds it: the stem, each block's
+residual branch as its registered type yields it (`models.blocks.Block.layers`),
+the squeeze-excitation gate and shortcut every block shares, and the head. The
+tests hold `count_params` to ``sum(p.numel())`` of the built model and
+`count_flops` to PyTorch's own FLOP counter, over hundreds of random configs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
 
-from models.config import INPUT_SIZE, ArchConfig, conv_out_size, se_channels
+from models.config import ArchConfig
+from models.shapes import INPUT_SIZE, Layer, conv_out_size, se_channels
 
-
-class Layer(NamedTuple):
-    """One weighted layer: a conv (bias-free unless noted) or the classifier."""
-
-    c_in: int
-    c_out: int
-    kernel: int
-    out_size: int  # spatial side of the output
-    bias: bool = False
-    bn: bool = True  # followed by a BatchNorm2d (2 parameters per channel)
+__all__ = ["Layer", "count_flops", "count_params", "layers"]
 
 
 def layers(arch: ArchConfig, num_classes: int = 10) -> Iterator[Layer]:
@@ -29,19 +22,12 @@ def layers(arch: ArchConfig, num_classes: int = 10) -> Iterator[Layer]:
     size = INPUT_SIZE
     yield Layer(3, arch.stem_width, arch.stem_kernel, size)
     c_in = arch.stem_width
-    for stage in arch.stages:
+    for stage, block in zip(arch.stages, arch.stage_blocks(), strict=True):
+        w = stage.width
         for i in range(stage.blocks):
             stride = stage.stride if i == 0 else 1
             out = conv_out_size(size, stride)
-            w = stage.width
-            if arch.block_type == "basic":
-                yield Layer(c_in, w, stage.kernel, out)
-                yield Layer(w, w, stage.kernel, out)
-            else:
-                inner = w // arch.expansion
-                yield Layer(c_in, inner, 1, size)
-                yield Layer(inner, inner, stage.kernel, out)
-                yield Layer(inner, w, 1, out)
+            yield from block.layers(c_in, w, stage.kernel, stride, size)
             if arch.se_ratio:
                 hidden = se_channels(w, arch.se_ratio)
                 yield Layer(w, hidden, 1, 1, bias=True, bn=False)

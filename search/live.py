@@ -12,34 +12,11 @@ import time
 from typing import TextIO
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-from search.worker import finished
+from search import record
 
 ROWS = 12  # most recent trials shown
-
-
-def fmt_params(n: object) -> str:
-    if not isinstance(n, int):
-        return "-"
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
-
-
-def describe(trial: FrozenTrial) -> str:
-    """One line per trial: number, state, epochs, accuracy, size, architecture or reason."""
-    attrs = trial.user_attrs
-    acc = trial.value if trial.value is not None else (
-        trial.intermediate_values[max(trial.intermediate_values)]
-        if trial.intermediate_values else None)
-    acc_text = f"{acc:.4f}" if acc is not None else "-"
-    tail = (attrs.get("rejected_reason") or attrs.get("fail_reason")
-            or attrs.get("arch_summary") or "")
-    if "baseline" in attrs:
-        tail = f"[{attrs['baseline']}] {tail}"
-    if "promoted_test_acc" in attrs:  # `search promote` trained it in full
-        tail = f"(promoted: test {100 * float(attrs['promoted_test_acc']):.2f}%) {tail}"
-    return (f"{trial.number:>5} {trial.state.name:<8} {len(trial.intermediate_values):>5} "
-            f"{acc_text:>8} {fmt_params(attrs.get('n_params')):>7}  {tail[:70]}")
 
 
 class LiveView:
@@ -60,7 +37,7 @@ class LiveView:
         except Exception as err:  # a database restart must not kill the driver
             print(f"(store unavailable: {type(err).__name__})", file=self.out, flush=True)
             return
-        done = [t for t in trials if finished(t)]
+        done = [t for t in trials if record.finished(t)]
         if self.start_done is None:
             self.start_done = len(done)
         if self.tty:
@@ -69,16 +46,16 @@ class LiveView:
             for t in done:
                 if t.number not in self.reported:
                     self.reported.add(t.number)
-                    print(describe(t) + f"   | {self.header(trials, done)}", file=self.out,
+                    print(record.describe(t) + f"   | {self.header(trials, done)}", file=self.out,
                           flush=True)
 
     def header(self, trials: list[FrozenTrial], done: list[FrozenTrial]) -> str:
-        running = sum(t.state == TrialState.RUNNING for t in trials)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-        best = max(complete, key=lambda t: t.value or 0.0, default=None)
+        _, running = record.count_finished(trials)
+        best = record.best(trials, 1)
         hours = (time.monotonic() - self.start) / 3600
         rate = (len(done) - (self.start_done or 0)) / hours if hours > 0 else 0.0
-        best_text = f"best {best.value:.4f} (#{best.number})" if best else "best -"
+        best_text = (f"best {record.value(best[0]):.4f} (#{best[0].number})" if best
+                     else "best -")
         return (f"{len(done)}/{self.total} finished, {running} running, {best_text}, "
                 f"{rate:.0f} trials/h")
 
@@ -86,9 +63,8 @@ class LiveView:
         elapsed = int(time.monotonic() - self.start)
         lines = [f"{self.study.study_name}: {self.header(trials, done)}, "
                  f"{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}",
-                 f"{'trial':>5} {'state':<8} {'epoch':>5} {'val_acc':>8} {'params':>7}  "
-                 "architecture / reason"]
-        lines += [describe(t) for t in trials[-ROWS:]]
+                 record.HEADER]
+        lines += [record.describe(t) for t in trials[-ROWS:]]
         if self.drawn:
             self.out.write(f"\x1b[{self.drawn}F\x1b[J")  # back to the top of the last draw
         self.out.write("\n".join(lines) + "\n")

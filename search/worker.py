@@ -5,11 +5,16 @@ calling process). It loads the study file and the data itself, opens its own
 connection to the store and calls ``study.optimize`` one trial at a time, which
 keeps Optuna's heartbeat working, until the study has ``n_trials`` finished
 trials.
+
+Failures are told apart. A trial's own failure (divergence, out of memory, a
+data error) is FAIL with ``fail_reason``, counts as finished, and the worker goes
+on. Any other exception is a bug in the code: the trial is FAIL with the
+traceback in the worker's log, it does not count, and after `MAX_BUGS` such
+trials in a row the worker stops with `TrainerBug` (and the search with it).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import socket
 import sys
@@ -18,15 +23,20 @@ import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import sqlalchemy
-from optuna.trial import TrialState
 
-TRAINER = "trainers.training:fit"
+from search import record
+
+if TYPE_CHECKING:
+    from trainers.protocol import Trainer
+
 POLL_S = 5.0  # seconds between looks at the store while waiting for other workers
 STORE_OUTAGE_S = 600.0  # how long a worker waits for an unreachable store before giving up
+MAX_BUGS = 3  # trials in a row failed by a bug before the worker stops
 # What a database that went away raises, directly or wrapped by Optuna.
 STORE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
 
@@ -44,8 +54,11 @@ class WorkerConfig:
     seed: int | None = None  # sampler seed; each worker adds its index
     worker: int = 0  # index among the workers
     timeout: float | None = None  # seconds after which no new trial starts
-    trainer: str = TRAINER  # "module:function" with the signature of trainers.fit
+    trainer: Trainer | None = None  # None: trainers.fit; must pickle (a module-level function)
     cpu_threads: int | None = None  # torch threads on CPU, so workers share the cores
+    gpus: float = 0.0  # GPUs the worker holds (Ray)
+    cpus: float = 1.0  # CPU share the worker holds (Ray)
+    log_dir: str | None = None  # where tracebacks of bugs go (worker-<i>.log); None: stderr only
     stop_with_parent: bool = False  # a local subprocess: stop when the driver dies
 
 
@@ -56,28 +69,17 @@ class TrialFailure(Exception):
     """
 
 
-def finished(trial: optuna.trial.FrozenTrial) -> bool:
-    """Counts toward ``n_trials``: complete, pruned, or failed for a reason of its own.
-
-    A trial failed by a dead worker's heartbeat (or an interrupt) does not count:
-    its parameters run again.
-    """
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
-    return trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
+class TrainerBug(RuntimeError):
+    """`MAX_BUGS` trials in a row failed with an exception that is not the trial's own."""
 
 
-def count_finished(study: optuna.Study) -> tuple[int, int]:
-    """(finished, running) trials of the study."""
-    trials = study.get_trials(deepcopy=False)
-    return (sum(finished(t) for t in trials),
-            sum(t.state == TrialState.RUNNING for t in trials))
+def own_failures() -> tuple[type[BaseException], ...]:
+    """Exceptions that are a trial's own failure, not a bug."""
+    import torch
 
+    from trainers import DataError, TrainingDiverged
 
-def load_trainer(path: str) -> Callable[..., Any]:
-    module, _, name = path.partition(":")
-    trainer: Callable[..., Any] = getattr(importlib.import_module(module), name)
-    return trainer
+    return (TrainingDiverged, torch.OutOfMemoryError, DataError)
 
 
 class Objective:
@@ -85,47 +87,87 @@ class Objective:
 
     def __init__(self, cfg: WorkerConfig, spec: Any, data: Any,
                  on_start: Callable[[], None] = lambda: None) -> None:
+        from trainers.protocol import default_trainer
+
         self.cfg, self.spec, self.data = cfg, spec, data
-        self.trainer = load_trainer(cfg.trainer)
+        self.trainer: Trainer = cfg.trainer or default_trainer()
         self.host = socket.gethostname()
         self.on_start = on_start  # called once the trial exists in the store
+        self.own = own_failures()
 
     def __call__(self, trial: optuna.Trial) -> float:
-        import torch
-
-        from trainers import DataError, TrainingDiverged
-
         self.on_start()
-        candidate = self.spec.sample(trial)  # OverBudget (pruned) before anything trains
-        device = self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        for key, value in {
-            "flops": candidate.flops, "arch": candidate.arch.to_json(),
-            "arch_summary": candidate.arch.describe(), "train": candidate.train.to_json(),
-            "device": torch.cuda.get_device_name() if device == "cuda" else device,
-            "host": self.host, "worker": self.cfg.worker, "pid": os.getpid(),
-            "data_source": self.data.source,
-        }.items():
-            trial.set_user_attr(key, value)
-
-        def report(epoch: int, metrics: dict[str, float]) -> bool:
-            trial.report(metrics["val_acc"], epoch)
-            trial.set_user_attr("seconds_per_epoch", round(metrics["seconds"], 3))
-            trial.set_user_attr("images_per_s", round(metrics["images_per_s"], 1))
-            trial.set_user_attr("val_loss", round(metrics["val_loss"], 4))
-            return trial.should_prune()
-
         try:
-            result = self.trainer(candidate.arch, candidate.train, self.data, device=device,
-                                  report=report, log=lambda _: None)
-        except (TrainingDiverged, torch.OutOfMemoryError, DataError, ValueError) as err:
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            trial.set_user_attr("fail_reason", reason[:500])
-            if isinstance(err, torch.OutOfMemoryError):
+            return self._run(trial)
+        except (TrialFailure, optuna.TrialPruned):
+            raise
+        except self.own as err:
+            reason = record.failure_reason(err)
+            record.write_failure(trial, reason)
+            if type(err).__name__ == "OutOfMemoryError":
+                import torch
+
                 torch.cuda.empty_cache()
             raise TrialFailure(reason) from err
+        except Exception as err:
+            if not _store_failure(err):  # a bug: say where its traceback is, then raise
+                where = self.log_bug(trial.number, err)
+                trial.set_user_attr(record.ERROR, f"{record.failure_reason(err)} "
+                                                  f"(traceback: {where})"[:record.MAX_REASON])
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
+        import torch
+
+        from space import OverBudget
+
+        try:
+            candidate = self.spec.sample(trial)
+        except OverBudget as err:  # pruned before anything trains
+            record.write_attrs(trial, record.rejected_attrs(err))
+            raise
+        device = self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        record.write_attrs(trial, record.candidate_attrs(
+            candidate, device=torch.cuda.get_device_name() if device == "cuda" else device,
+            host=self.host, worker=self.cfg.worker, pid=os.getpid(),
+            data_source=self.data.source))
+
+        def report(epoch: int, metrics: dict[str, float]) -> bool:
+            record.report_epoch(trial, epoch, metrics)
+            return trial.should_prune()
+
+        result = self.trainer(candidate.arch, candidate.train, self.data, device=device,
+                              report=report, log=lambda _: None)
         if result.stopped:
             raise optuna.TrialPruned(f"pruned after epoch {result.epochs}")
         return float(result.val_acc)
+
+    def log_bug(self, number: int, err: BaseException) -> str:
+        """Append the traceback to the worker's log file (Optuna prints it on stderr too);
+        where it is, for the messages."""
+        if self.cfg.log_dir is not None:
+            text = (f"--- trial {number}, {time.strftime('%Y-%m-%d %H:%M:%S')}, "
+                    f"pid {os.getpid()}\n" + "".join(traceback.format_exception(err)))
+            path = log_file(self.cfg)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a", encoding="utf-8") as f:
+                    f.write(text)
+            except OSError as failed:
+                log(self.cfg, f"cannot write {path}: {failed}")
+                return f"the stderr of worker {self.cfg.worker} on {self.host}"
+        return log_place(self.cfg, self.host)
+
+
+def log_file(cfg: WorkerConfig) -> Path:
+    return Path(cfg.log_dir or ".") / f"worker-{cfg.worker}.log"
+
+
+def log_place(cfg: WorkerConfig, host: str) -> str:
+    """Where a worker's tracebacks are, in words."""
+    if cfg.log_dir is None:
+        return f"the stderr of worker {cfg.worker} on {host}"
+    return f"{log_file(cfg)} on {host}"
 
 
 def run_worker(cfg: WorkerConfig) -> int:
@@ -134,12 +176,13 @@ def run_worker(cfg: WorkerConfig) -> int:
     Raises:
         SpecError, DataError, StorageError: the study file, the data or the store
             cannot be used at all (no trial is started).
+        TrainerBug: `MAX_BUGS` trials in a row failed with a bug.
     """
     from search.storage import StartLock, open_storage
     from space import load_spec, make_pruner, make_sampler
     from trainers import load_cifar10
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # failures with their tracebacks
     if cfg.cpu_threads:
         import torch
 
@@ -155,7 +198,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     objective = Objective(cfg, spec, data, on_start=lock.release)
     deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
     parent = os.getppid()
-    ran = 0
+    ran = bugs = 0
     outage_since: float | None = None
     while deadline is None or time.monotonic() < deadline:
         if cfg.stop_with_parent and os.getppid() != parent:
@@ -165,7 +208,14 @@ def run_worker(cfg: WorkerConfig) -> int:
             step = _next_trial(study, objective, lock, cfg.n_trials)
         except Exception as err:
             if not _store_failure(err):
-                raise
+                bugs += 1
+                if bugs >= MAX_BUGS:
+                    raise TrainerBug(
+                        f"{bugs} trials in a row failed with an error in the code, not in the "
+                        f"trial: {record.failure_reason(err)}; tracebacks in "
+                        f"{log_place(cfg, objective.host)}"
+                    ) from err
+                continue
             # The store went away (a database restart): wait for it rather than die.
             # The trial it interrupted stays RUNNING, loses its heartbeat, and is
             # failed and queued again once the store is back.
@@ -182,6 +232,7 @@ def run_worker(cfg: WorkerConfig) -> int:
             time.sleep(POLL_S)
             continue
         ran += 1
+        bugs = 0
     return ran
 
 
@@ -198,7 +249,7 @@ def _next_trial(study: optuna.Study, objective: Objective, lock: Any, n_trials: 
         with warnings.catch_warnings():  # "experimental" since Optuna 2.9, and the only way
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(study)
-        done, running = count_finished(study)
+        done, running = record.count_finished(study.get_trials(deepcopy=False))
         if done >= n_trials:
             return "done"
         if done + running >= n_trials:
@@ -233,6 +284,9 @@ def worker_main(cfg: WorkerConfig) -> None:
         run_worker(cfg)
     except KeyboardInterrupt:
         sys.exit(130)
+    except TrainerBug as err:  # the tracebacks are in the log already
+        log(cfg, str(err))
+        sys.exit(1)
     except Exception as err:  # reported by the driver; the worker's detail goes to stderr
         traceback.print_exc()
         log(cfg, str(err))

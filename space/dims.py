@@ -131,6 +131,18 @@ class Dim:
         return text
 
 
+def config_check(make: Callable[..., Any], key: str) -> Callable[[Any], None]:
+    """A check that builds a config with ``key`` set, so the dataclass's own rules apply."""
+
+    def check(value: Any) -> None:
+        try:
+            make(**{key: value})
+        except ConfigError as err:
+            raise ConfigError(key, value, err.problem) from None
+
+    return check
+
+
 def parse_dim(where: str, key: str, raw: Any, tp: Any,
               check: Callable[[Any], None] | None = None) -> Dim:
     """Read a study-file value for ``key`` as a `Dim` of type ``tp``.

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from space.sampler import BudgetAwareSampler, make_sampler
-from space.spec import StudySpec
+from space.sampler import BudgetAwareSampler
+from space.spec import StudySpec, make_sampler
 
 # "study": the study file's sampler; "plain": the same without budget-aware redraws;
 # "random": pure random sampling with no budget awareness.

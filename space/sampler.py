@@ -1,16 +1,18 @@
-"""Samplers and pruners named by a study file, and the budget-aware sampler.
+"""The budget-aware sampler, and `Budget`: a cost function with a limit.
 
 A plain sampler proposes architectures without knowing the budget; every one
 over it becomes a pruned trial: a wasted trial number, database writes and, for
 a learning sampler, a data point with no value. `BudgetAwareSampler` instead
-draws a whole architecture from the base sampler, counts it (microseconds), and
-draws again while it is over the budget, before the trial sees any parameter.
+draws a whole architecture from the base sampler through a proposal function,
+costs it (microseconds), and draws again while it is over a budget, before the
+trial sees any parameter. It knows nothing of study files (`space.factory`
+wires it to one).
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -23,12 +25,23 @@ from optuna.distributions import (
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from models import count_params
-
 if TYPE_CHECKING:
     from optuna.study import Study
 
-    from space.spec import StudySpec
+    from models.config import ArchConfig
+    from space.dims import Suggester
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A limit on a cost of an architecture, e.g. ``Budget("parameters", count_params, 5e6)``."""
+
+    name: str
+    cost: Callable[[ArchConfig], float]
+    limit: float  # inclusive
+
+    def fits(self, arch: ArchConfig) -> bool:
+        return self.cost(arch) <= self.limit
 
 
 class _Proposal:
@@ -75,7 +88,11 @@ class _Proposal:
 
 
 class BudgetAwareSampler(BaseSampler):
-    """Wraps a sampler so that architectures over the budget are redrawn, not tried.
+    """Wraps a sampler so that architectures over a budget are redrawn, not tried.
+
+    ``propose(suggester)`` turns parameters into an architecture, the way the
+    objective will (e.g. `space.StudySpec.sample_arch`); an architecture fits
+    when it is within every one of ``budgets``.
 
     Redraws happen in `sample_relative`, which Optuna calls before a trial's first
     sampled parameter. Up to ``max_draws`` proposals are drawn; the first within
@@ -89,11 +106,13 @@ class BudgetAwareSampler(BaseSampler):
         exhausted: trials for which no proposal fitted.
     """
 
-    def __init__(self, base: BaseSampler, spec: StudySpec, max_draws: int = 100) -> None:
+    def __init__(self, base: BaseSampler, propose: Callable[[Suggester], ArchConfig],
+                 budgets: Sequence[Budget], max_draws: int = 100) -> None:
         if max_draws < 1:
             raise ValueError(f"max_draws must be >= 1, got {max_draws=}")
         self._base = base
-        self._spec = spec
+        self._propose = propose
+        self._budgets = tuple(budgets)
         self._max_draws = max_draws
         self._pending: dict[int, dict[str, Any]] = {}
         self.draws = 0
@@ -116,9 +135,9 @@ class BudgetAwareSampler(BaseSampler):
         for _ in range(self._max_draws):
             relative = self._base.sample_relative(study, trial, search_space)
             proposal = _Proposal(study, trial, self._base, relative, search_space)
-            arch = self._spec.sample_arch(proposal)
+            arch = self._propose(proposal)
             self.draws += 1
-            if count_params(arch) <= self._spec.budget:
+            if all(budget.fits(arch) for budget in self._budgets):
                 break
         else:
             self.exhausted += 1
@@ -145,43 +164,3 @@ class BudgetAwareSampler(BaseSampler):
 
     def reseed_rng(self) -> None:
         self._base.reseed_rng()
-
-
-def make_sampler(spec: StudySpec, *, seed: int | None = None,
-                 budget_aware: bool | None = None) -> BaseSampler:
-    """The sampler the study file names; ``seed`` overrides the file's seed."""
-    opts = dict(spec.sampler)
-    kind = opts.pop("type", "tpe")
-    file_seed = opts.pop("seed", None)
-    seed = file_seed if seed is None else seed
-    file_wrap = opts.pop("budget_aware", True)
-    wrap = file_wrap if budget_aware is None else budget_aware
-    max_draws = opts.pop("max_draws", 100)
-    base: BaseSampler
-    if kind == "random":
-        base = optuna.samplers.RandomSampler(seed=seed)
-    else:
-        multivariate = opts.get("multivariate", True)
-        # group decomposition handles the conditional (per-stage) parameters; it needs
-        # multivariate TPE.
-        tpe = {"n_startup_trials": 10, "multivariate": multivariate, "group": multivariate,
-               "constant_liar": True, **opts}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            base = optuna.samplers.TPESampler(seed=seed, **tpe)
-    return BudgetAwareSampler(base, spec, max_draws) if wrap else base
-
-
-def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """The pruner the study file names; it sees validation accuracy once per epoch."""
-    opts = dict(spec.pruner)
-    kind = opts.pop("type", "hyperband")
-    if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(**{"min_resource": 1, "reduction_factor": 3, **opts})
-    if kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(**opts)
-    if kind == "median":
-        return optuna.pruners.MedianPruner(**opts)
-    if kind == "percentile":
-        return optuna.pruners.PercentilePruner(**{"percentile": 25.0, **opts})
-    return optuna.pruners.NopPruner()

@@ -18,11 +18,14 @@ from typing import Any
 
 import optuna
 
-from models import ArchConfig, ConfigError, StageConfig, count_flops, count_params
-from models.config import INPUT_SIZE, conv_out_size
-from models.validate import field_types
-from space.dims import Dim, SpecError, Suggester, parse_dim
+from models.config import ArchConfig
+from models.counting import count_flops, count_params
+from models.validate import ConfigError, field_types
+from space.archspace import MAX_STAGES, ArchSpace, parse_arch
+from space.dims import Dim, SpecError, Suggester, config_check, parse_dim
+from space.factory import build_pruner, build_sampler
 from space.options import PRUNER_OPTIONS, SAMPLER_OPTIONS, Option, read_options
+from space.sampler import Budget
 from trainers.config import TrainConfig
 
 if sys.version_info >= (3, 11):
@@ -30,14 +33,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
+__all__ = ["MAX_STAGES", "Candidate", "OverBudget", "StudySpec", "builtin_studies",
+           "load_spec", "make_pruner", "make_sampler"]
+
 DEFAULT_BUDGET = 5_000_000  # parameters
-MAX_STAGES = 6  # 32 -> 1 pixel after five stride-2 stages
-STAGE_KEYS: dict[str, Any] = {"blocks": int, "width": int, "kernel": int}
-# ArchConfig fields the file may set for the whole network; pool_kernel comes from pool_grid.
-GLOBAL_ARCH_KEYS: dict[str, Any] = {
-    k: tp for k, tp in field_types(ArchConfig).items() if k not in ("stages", "pool_kernel")
-}
-ARCH_KEYS: dict[str, Any] = {"stages": int, **STAGE_KEYS, **GLOBAL_ARCH_KEYS, "pool_grid": int}
 TRAIN_KEYS: dict[str, Any] = field_types(TrainConfig)
 SECTIONS = ("study", "arch", "train", "final", "sampler", "pruner")
 INT64 = range(-(2**63), 2**63)  # what TOML integers may be
@@ -81,33 +80,21 @@ class StudySpec:
     pruner: dict[str, Any]
     n_trials: int = 100  # default length of `search run`, in finished trials
     max_stages: int = field(init=False)
+    arch_space: ArchSpace = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_stages", max(self.arch["stages"].values()))
+        object.__setattr__(self, "arch_space", ArchSpace(self.arch))
+
+    def budgets(self) -> list[Budget]:
+        """What an architecture must stay within: the parameter budget."""
+        return [Budget("parameters", count_params, self.budget)]
 
     # -- sampling -------------------------------------------------------------
 
     def sample_arch(self, trial: Suggester) -> ArchConfig:
         """Draw an architecture; parameters are named ``stages``, ``stage2_width``, ..."""
-        a = self.arch
-        n_stages = a["stages"].suggest(trial, "stages")
-        stages = tuple(
-            StageConfig(
-                blocks=a["blocks"].suggest(trial, f"stage{i}_blocks"),
-                width=a["width"].suggest(trial, f"stage{i}_width"),
-                kernel=a["kernel"].suggest(trial, f"stage{i}_kernel"),
-                stride=1 if i == 1 else 2,
-            )
-            for i in range(1, n_stages + 1)
-        )
-        kwargs: dict[str, Any] = {}
-        for key in GLOBAL_ARCH_KEYS:
-            if key == "expansion" and kwargs["block_type"] != "bottleneck":
-                continue  # meaningless for basic blocks: keep it out of the trial
-            kwargs[key] = a[key].suggest(trial, key)
-        grid = a["pool_grid"].suggest(trial, "pool_grid")
-        final = final_size(n_stages)
-        return ArchConfig(stages=stages, pool_kernel=None if grid == 1 else final // grid, **kwargs)
+        return self.arch_space.sample(trial)
 
     def sample_train(self, trial: Suggester) -> TrainConfig:
         """Draw a recipe for a search trial."""
@@ -116,19 +103,16 @@ class StudySpec:
     def sample(self, trial: Any) -> Candidate:
         """Draw a candidate for ``trial`` (an `optuna.Trial` or `FixedTrial`).
 
-        Records ``n_params`` as a user attribute first.
+        Writes nothing on the trial: what a search records is `search.record`'s.
 
         Raises:
-            OverBudget: the architecture has more parameters than the budget; the
-                trial also gets a ``rejected_reason`` attribute, and no recipe is drawn.
+            OverBudget: the architecture has more parameters than the budget (its
+                ``n_params`` says how many); no recipe is drawn.
         """
         arch = self.sample_arch(trial)
         n_params = count_params(arch)
-        trial.set_user_attr("n_params", n_params)
         if n_params > self.budget:
-            err = OverBudget(n_params, self.budget)
-            trial.set_user_attr("rejected_reason", str(err))
-            raise err
+            raise OverBudget(n_params, self.budget)
         return Candidate(arch, self.sample_train(trial), n_params)
 
     def final_train(self, train: TrainConfig) -> TrainConfig:
@@ -141,52 +125,32 @@ class StudySpec:
         Raises:
             ValueError: ``arch`` lies outside this space; the message says where.
         """
-        params: dict[str, Any] = {}
-
-        def put(key: str, name: str, value: Any) -> None:
-            dim = self.arch[key]
-            if not dim.contains(value):
-                raise ValueError(f"{name}={value!r} is outside arch.{key} {dim.describe()}")
-            if not dim.fixed:
-                params[name] = value
-
-        put("stages", "stages", len(arch.stages))
-        for i, stage in enumerate(arch.stages, start=1):
-            if stage.stride != (1 if i == 1 else 2):
-                raise ValueError(f"stage {i} has stride {stage.stride}; the space uses "
-                                 "stride 1 in stage 1 and 2 after")
-            for key in STAGE_KEYS:
-                put(key, f"stage{i}_{key}", getattr(stage, key))
-        for key in GLOBAL_ARCH_KEYS:
-            if key != "expansion" or arch.block_type == "bottleneck":
-                put(key, key, getattr(arch, key))
-        final = final_size(len(arch.stages))
-        if arch.pool_kernel is not None and final % arch.pool_kernel:
-            raise ValueError(f"pool_kernel {arch.pool_kernel} does not tile the "
-                             f"{final}x{final} final feature map")
-        put("pool_grid", "pool_grid", 1 if arch.pool_kernel is None else final // arch.pool_kernel)
-        return params
+        return self.arch_space.params(arch)
 
     # -- description ----------------------------------------------------------
 
     def dims(self) -> list[tuple[str, Dim, str]]:
         """(section.key, dim, condition) rows for display."""
-        rows = [(f"arch.{k}", d, "") for k, d in self.arch.items()]
-        rows = [
-            (key, d, "per stage" if key[5:] in STAGE_KEYS else
-             "if block_type = bottleneck" if key == "arch.expansion" else "")
-            for key, d, _ in rows
-        ]
+        rows = list(self.arch_space.rows())
         rows += [(f"train.{k}", d, "") for k, d in self.train.items()]
         return rows
 
 
-def final_size(n_stages: int) -> int:
-    """Side of the last feature map when stages after the first halve the size."""
-    size = INPUT_SIZE
-    for _ in range(n_stages - 1):
-        size = conv_out_size(size, 2)
-    return size
+def make_sampler(spec: StudySpec, *, seed: int | None = None,
+                 budget_aware: bool | None = None) -> optuna.samplers.BaseSampler:
+    """The sampler the study file names; ``seed`` overrides the file's seed.
+
+    ``budget_aware`` (default: the file's, else true) wraps it in a
+    `space.sampler.BudgetAwareSampler` that proposes with `StudySpec.sample_arch`
+    and redraws what is over `StudySpec.budgets`.
+    """
+    return build_sampler(spec.sampler, propose=spec.sample_arch, budgets=spec.budgets(),
+                         seed=seed, budget_aware=budget_aware)
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The pruner the study file names; it sees validation accuracy once per epoch."""
+    return build_pruner(spec.pruner)
 
 
 # -- loading ----------------------------------------------------------------------
@@ -266,7 +230,7 @@ def parse_spec(raw: dict[str, Any], *, where: str, default_name: str) -> StudySp
         raise SpecError(f"{where}: study.name: must be letters, digits, '.', '_' or '-', "
                         f"got {name!r}")
 
-    arch = _parse_arch(where, tables["arch"])
+    arch = parse_arch(where, tables["arch"]).dims
     train = _parse_train(where, tables["train"])
     final = _parse_final(where, tables["final"], train)
     sampler = read_options(where, "sampler", tables["sampler"], SAMPLER_OPTIONS)
@@ -279,8 +243,6 @@ def parse_spec(raw: dict[str, Any], *, where: str, default_name: str) -> StudySp
     _check_sampler(where, sampler)
     _check_pruner(where, pruner)
     # Building them validates the options against each other.
-    from space.sampler import make_pruner, make_sampler
-
     for section, make in (("sampler", make_sampler), ("pruner", make_pruner)):
         try:
             make(spec)
@@ -312,69 +274,9 @@ STUDY_OPTIONS: dict[str, Option] = {
 }
 
 
-def _config_check(make: Any, key: str) -> Any:
-    """A check that builds a config with ``key`` set, so the dataclass rules apply."""
-
-    def check(value: Any) -> None:
-        try:
-            make(**{key: value})
-        except ConfigError as err:
-            raise ConfigError(key, value, err.problem) from None
-
-    return check
-
-
 def _train_check(key: str) -> Any:
     # A long run, so that warmup_epochs is judged against the epochs, not the default.
-    return _config_check(lambda **kw: TrainConfig(**{"epochs": 10**6, **kw}), key)
-
-
-def _arch_check(key: str) -> Any:
-    if key == "stages":
-        def check(value: int) -> None:
-            if not 1 <= value <= MAX_STAGES:
-                raise ConfigError(key, value, f"must be in 1..{MAX_STAGES}")
-        return check
-    if key == "pool_grid":
-        def check(value: int) -> None:
-            if value < 1 or value & (value - 1):
-                raise ConfigError(key, value, "must be a power of two (1 = global pooling)")
-        return check
-    if key in STAGE_KEYS:
-        return _config_check(lambda **kw: StageConfig(**{"blocks": 1, "width": 64, **kw}), key)
-    return _config_check(lambda **kw: ArchConfig(stages=(StageConfig(1, 64),), **kw), key)
-
-
-def _parse_arch(where: str, table: dict[str, Any]) -> dict[str, Dim]:
-    for key in table:
-        if key not in ARCH_KEYS:
-            raise SpecError(f"{where}: arch.{key}: unknown key (known: {', '.join(ARCH_KEYS)})")
-    for key in ("stages", "blocks", "width"):
-        if key not in table:
-            raise SpecError(f"{where}: arch.{key}: required key is missing")
-    defaults = {f.name: f.default for f in dataclasses.fields(ArchConfig)}
-    defaults.update(kernel=3, pool_grid=1)
-    dims = {
-        key: parse_dim(where, f"arch.{key}", table.get(key, defaults.get(key)), tp,
-                       _arch_check(key))
-        for key, tp in ARCH_KEYS.items()
-    }
-    if dims["stages"].kind == "float":  # pragma: no cover - int type is enforced
-        raise SpecError(f"{where}: arch.stages: must be whole numbers")
-    smallest = final_size(max(dims["stages"].values()))
-    too_big = [g for g in dims["pool_grid"].extremes() if g > smallest]
-    if too_big:
-        raise SpecError(
-            f"{where}: arch.pool_grid: {too_big[0]} is larger than the {smallest}x{smallest} "
-            f"final feature map of a {max(dims['stages'].values())}-stage network")
-    if "bottleneck" in dims["block_type"].extremes():
-        for width in dims["width"].values():
-            for expansion in dims["expansion"].values():
-                if width % expansion:
-                    raise SpecError(
-                        f"{where}: arch.width: {width} is not a multiple of expansion "
-                        f"{expansion}, which bottleneck blocks need")
-    return dims
+    return config_check(lambda **kw: TrainConfig(**{"epochs": 10**6, **kw}), key)
 
 
 def _parse_train(where: str, table: dict[str, Any]) -> dict[str, Dim]:

@@ -76,12 +76,18 @@ SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifa
 
 
 @pytest.fixture(scope="session")
-def cifar_jpeg(tmp_path_factory: pytest.TempPathFactory) -> CifarData:
-    """The shared archive, decoded once per test session into a private cache."""
+def cifar_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private data cache for the test session (tests set $SEARCH_CACHE to it)."""
+    return tmp_path_factory.mktemp("cifar-cache")
+
+
+@pytest.fixture(scope="session")
+def cifar_jpeg(cifar_cache: Path) -> CifarData:
+    """The shared archive, decoded once per test session into the private cache."""
     from trainers.data import load_cifar10
 
     if not SHARED_ARCHIVE.exists():
         if os.environ.get("SEARCH_REQUIRE_SHARED_DATA"):
             pytest.fail(f"{SHARED_ARCHIVE} is missing")
         pytest.skip(f"{SHARED_ARCHIVE} is missing")
-    return load_cifar10(SHARED_ARCHIVE, cache_dir=tmp_path_factory.mktemp("cifar-cache"))
+    return load_cifar10(SHARED_ARCHIVE, cache_dir=cifar_cache)

@@ -19,16 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainers.rundir import CHECKPOINT, CHECKPOINTS, PREV_CHECKPOINT, CheckpointError
 from trainers.safeio import atomic_writer
 
-LATEST = "checkpoint.pt"
-PREVIOUS = "checkpoint.prev.pt"
 FORMAT = 1
 PACKAGES = ("models", "space", "trainers", "search")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: unreadable, or for another run."""
 
 
 def code_version() -> str:
@@ -83,10 +78,10 @@ def as_tuples(value: Any) -> Any:
 def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
     """Write ``state`` as ``directory/checkpoint.pt``; the old one becomes the previous."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / LATEST
+    path = directory / CHECKPOINT
     if path.exists():
         # A crash from here on leaves the previous one, which loading falls back to.
-        os.replace(path, directory / PREVIOUS)
+        os.replace(path, directory / PREV_CHECKPOINT)
     with atomic_writer(path) as f:
         torch.save({"format": FORMAT, **state}, f)
     dir_fd = os.open(directory, os.O_RDONLY)
@@ -115,7 +110,7 @@ def load_latest(directory: Path, log: Callable[[str], None] = print) -> dict[str
     Raises:
         CheckpointError: checkpoints exist but none can be read.
     """
-    candidates = [directory / LATEST, directory / PREVIOUS]
+    candidates = [directory / name for name in CHECKPOINTS]  # newest first
     existing = [p for p in candidates if p.exists()]
     if not existing:
         return None

@@ -9,7 +9,6 @@ its files, or on a checkpoint copied elsewhere.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,11 @@ import torch
 from torch import nn
 
 from models import ArchConfig, ConfigError, build_model
-from trainers.checkpoint import LATEST, CheckpointError
 from trainers.config import TrainConfig
 from trainers.data import CLASSES
+from trainers.rundir import CHECKPOINT, CONFIG, MODEL, CheckpointError, read_config
 from trainers.safeio import atomic_writer
 
-CONFIG = "config.json"
-MODEL = "model.pt"
 EVAL_BATCH = 1000  # images per forward pass when predicting
 
 
@@ -59,10 +56,10 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
     if path.is_dir():
         if (path / MODEL).exists():
             path = path / MODEL
-        elif (path / LATEST).exists():
-            path = path / LATEST
+        elif (path / CHECKPOINT).exists():
+            path = path / CHECKPOINT
         else:
-            raise CheckpointError(f"{path}: holds neither {MODEL} nor {LATEST}")
+            raise CheckpointError(f"{path}: holds neither {MODEL} nor {CHECKPOINT}")
     elif not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
     state = _read_weights(path)
@@ -84,21 +81,6 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
         raise CheckpointError(f"{path}: the weights do not fit the architecture "
                               f"{arch.describe()} ({detail})") from None
     return LoadedModel(model.to(dev).eval(), arch, train, path, dev)
-
-
-def read_config(folder: Path) -> dict[str, Any]:
-    """A run folder's ``config.json`` as a dict."""
-    path = folder / CONFIG
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing; a bare {MODEL} needs the {CONFIG} of its "
-                              "run beside it") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: unreadable ({err})") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: not a run configuration (a JSON object)")
-    return config
 
 
 def _read_weights(path: Path) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import ArchConfig, build_model, count_params
+from models import ArchConfig, ConfigError, build_model, count_params
 from trainers.augment import TrainLoader, normalize
 from trainers.checkpoint import (
     CheckpointError,
@@ -351,12 +351,22 @@ class _Ema:
 
 def check_same_run(state: dict[str, Any], arch: ArchConfig, cfg: TrainConfig,
                    directory: Path) -> None:
-    """`CheckpointError` unless checkpoint ``state`` is of ``arch`` trained with ``cfg``."""
-    if state["arch"] != arch.to_dict():
+    """`CheckpointError` unless checkpoint ``state`` is of ``arch`` trained with ``cfg``.
+
+    The stored dicts are read back into configs first, so a checkpoint written in
+    an older dict format (or before a field with a default existed) still matches.
+    """
+    try:
+        stored_arch = ArchConfig.from_dict(state["arch"])
+        stored_train = TrainConfig.from_dict(state["train"])
+    except ConfigError as err:
+        raise CheckpointError(f"{directory}: the checkpoint's configs are unreadable: "
+                              f"{err}") from None
+    if stored_arch != arch:
         raise CheckpointError(f"{directory}: the checkpoint is of another architecture "
-                              f"({ArchConfig.from_dict(state['arch']).describe()})")
-    if state["train"] != cfg.to_dict():
-        changed = sorted(k for k, v in cfg.to_dict().items() if state["train"].get(k) != v)
+                              f"({stored_arch.describe()})")
+    if stored_train != cfg:
+        changed = sorted(k for k, v in cfg.to_dict().items() if getattr(stored_train, k) != v)
         raise CheckpointError(f"{directory}: the checkpoint is of another recipe "
                               f"(differs in {', '.join(changed)})")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from models import BASELINES, ArchConfig, ConfigError, StageConfig, count_params
+from models import BASELINES, ArchConfig, Basic, Bottleneck, ConfigError, StageConfig, count_params
 from trainers.config import TrainConfig
 
 
@@ -44,6 +44,8 @@ def with_change(path: str, value: Any) -> dict[str, Any]:
     if path.startswith("stages"):
         index, key = path[len("stages["):].split("].")
         data["stages"][int(index)][key] = value
+    elif path.startswith("block."):
+        data["block"][path[len("block."):]] = value
     else:
         data[path] = value
     return data
@@ -54,7 +56,9 @@ BAD_ARCH = [
     ("stem_width", 0, "must be in 1..4096"),
     ("stem_width", True, "must be int"),
     ("stem_kernel", 4, "must be one of"),
-    ("block_type", "dense", "must be one of"),
+    ("block.type", "dense", "must be one of ('basic', 'bottleneck')"),
+    ("block.type", 4, "must be str"),
+    ("block.expansion", 4, "unknown field"),
     ("shortcut_kernel", 2, "must be one of"),
     ("shortcut_pool", "yes", "must be bool"),
     ("pool", "median", "must be one of"),
@@ -98,9 +102,89 @@ def test_from_dict_refuses_missing_and_malformed_stages() -> None:
 
 
 def test_bottleneck_widths_must_divide_by_the_expansion() -> None:
-    data = {**resnet443_dict(), "block_type": "bottleneck", "expansion": 3}
+    data = {**resnet443_dict(), "block": {"type": "bottleneck", "expansion": 3}}
     with pytest.raises(ConfigError, match=r"^stages\[0\].width: must be a multiple of expansion=3"):
         ArchConfig.from_dict(data)
+    with pytest.raises(ConfigError, match=r"^block.expansion: must be >= 1, got 0"):
+        ArchConfig.from_dict({**data, "block": {"type": "bottleneck", "expansion": 0}})
+    with pytest.raises(ConfigError, match=r"^block.type: is required"):
+        ArchConfig.from_dict({**data, "block": {"expansion": 4}})
+
+
+# `ArchConfig.to_dict()` of resnet-20 and resnet-164 as the first release wrote them
+# (trial attributes, checkpoints and config.json files of that release hold these).
+FIRST_RELEASE_BASIC = json.loads(
+    '{"stages": [{"blocks": 3, "width": 16, "kernel": 3, "stride": 1}, {"blocks": 3, "width": '
+    '32, "kernel": 3, "stride": 2}, {"blocks": 3, "width": 64, "kernel": 3, "stride": 2}], '
+    '"stem_width": 16, "stem_kernel": 3, "block_type": "basic", "expansion": 4, '
+    '"shortcut_kernel": 1, "shortcut_pool": false, "pool": "avg", "pool_kernel": null, '
+    '"se_ratio": 0.0, "dropout": 0.0}')
+FIRST_RELEASE_BOTTLENECK = json.loads(
+    '{"stages": [{"blocks": 18, "width": 64, "kernel": 3, "stride": 1}, {"blocks": 18, '
+    '"width": 128, "kernel": 3, "stride": 2}, {"blocks": 18, "width": 256, "kernel": 3, '
+    '"stride": 2}], "stem_width": 16, "stem_kernel": 3, "block_type": "bottleneck", '
+    '"expansion": 4, "shortcut_kernel": 1, "shortcut_pool": false, "pool": "avg", '
+    '"pool_kernel": null, "se_ratio": 0.0, "dropout": 0.0}')
+
+
+def test_first_release_dicts_load_as_equal_configs() -> None:
+    basic = ArchConfig.from_dict(FIRST_RELEASE_BASIC)
+    assert basic == BASELINES["resnet-20"]
+    assert basic.block == Basic()  # the basic block's meaningless expansion is dropped
+    bottleneck = ArchConfig.from_dict(FIRST_RELEASE_BOTTLENECK)
+    assert bottleneck == BASELINES["resnet-164"]
+    assert bottleneck.block == Bottleneck(expansion=4)
+    assert ArchConfig.from_dict({**FIRST_RELEASE_BOTTLENECK, "expansion": 2}).block == \
+        Bottleneck(expansion=2)
+    # today's form: the block with its own settings, nested
+    assert bottleneck.to_dict()["block"] == {"type": "bottleneck", "expansion": 4}
+    assert "block_type" not in basic.to_dict() and "expansion" not in basic.to_dict()
+
+
+@pytest.mark.parametrize(("change", "field", "problem"), [
+    ({"block_type": "dense"}, "block_type", "must be one of"),
+    ({"block_type": 3}, "block_type", "must be str"),
+    ({"block_type": "bottleneck", "expansion": 0}, "expansion", "must be >= 1"),
+    ({"expansion": "4"}, "expansion", "must be int"),
+    ({"block": {"type": "basic"}}, "block_type", "cannot be given with 'block'"),
+])
+def test_first_release_dicts_with_bad_block_keys_name_them(change: dict[str, Any], field: str,
+                                                           problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ArchConfig.from_dict({**FIRST_RELEASE_BASIC, **change})
+    assert info.value.field == field
+    assert problem in str(info.value)
+
+
+def mixed() -> ArchConfig:
+    return ArchConfig(
+        stages=(StageConfig(2, 64), StageConfig(2, 128, stride=2, block=Basic()),
+                StageConfig(2, 256, stride=2, block=Bottleneck(expansion=2))),
+        stem_width=32)
+
+
+def test_per_stage_blocks_round_trip_and_override_the_network_block() -> None:
+    arch = mixed()
+    assert arch.stages[1].block is None  # the network's own block: stored as None
+    assert arch.stage_blocks() == (Basic(), Basic(), Bottleneck(expansion=2))
+    assert ArchConfig.from_json(arch.to_json()) == arch
+    assert arch.to_dict()["stages"][2]["block"] == {"type": "bottleneck", "expansion": 2}
+    assert "block" not in arch.to_dict()["stages"][0]
+    assert arch.describe() == ("basic s32k3 | 2x64k3 2x128k3/2 2x256k3/2@bottleneck(expansion=2)"
+                               " | sc1 | avg")
+    with pytest.raises(ConfigError, match=r"^stages\[1\].block.type: must be one of"):
+        ArchConfig.from_dict({**arch.to_dict(), "stages": [
+            {"blocks": 1, "width": 8}, {"blocks": 1, "width": 8, "block": {"type": "x"}}]})
+    with pytest.raises(ConfigError, match=r"^stages\[0\].width: must be a multiple of expansion"):
+        ArchConfig(stages=(StageConfig(1, 30, block=Bottleneck()),))
+
+
+def test_describe_keeps_one_line_for_one_block_type() -> None:
+    assert BASELINES["resnet-443"].describe() == (
+        "basic s64k3 | 4x64k3 4x128k3/2 3x256k3/2 | sc1 | avg")
+    assert BASELINES["resnet-164"].describe().startswith("bottleneck s16k3 | 18x64k3 ")
+    every_stage_bottleneck = ArchConfig(stages=(StageConfig(1, 64, block=Bottleneck()),))
+    assert every_stage_bottleneck.describe() == "bottleneck s64k3 | 1x64k3 | sc1 | avg"
 
 
 def test_train_config_round_trips_and_names_bad_fields() -> None:

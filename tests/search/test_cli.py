@@ -329,3 +329,17 @@ def test_reading_commands_do_not_create_an_empty_store(tmp_path: Path,
         assert main([command, "--study", "smoke"]) == 2
         assert "no store at" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_search_space_and_its_error_paths_do_not_import_torch() -> None:
+    code = (
+        "import sys\n"
+        "from search.cli import main\n"
+        "assert main(['space', '--study', 'smoke']) == 0\n"
+        "assert main(['space', '--study', 'no-such-study']) == 2\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "budget   40,000 parameters" in result.stdout

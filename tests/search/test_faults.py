@@ -24,8 +24,9 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
+from search.record import finished
 from search.storage import GRACE_S
-from search.worker import POLL_S, finished
+from search.worker import POLL_S
 from tests.conftest import SHARED_ARCHIVE
 from tests.search.test_service import smoke_file
 

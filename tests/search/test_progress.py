@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from search.progress import EpochProgress, duration
+from search.results.progress import EpochProgress, duration
 
 METRICS = {"epoch": 1.0, "train_loss": 1.5, "train_acc": 0.45, "val_loss": 1.25,
            "val_acc": 0.5512, "lr": 0.1, "seconds": 75.0, "images_per_s": 600.0}

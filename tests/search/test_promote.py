@@ -24,12 +24,12 @@ from PIL import Image
 
 from models import ArchConfig, build_model
 from search.cli import main
-from search.promote import METRIC_COLUMNS, OUTPUTS
 from search.run import RunOptions, run_search
 from tests.conftest import SHARED_ARCHIVE
 from tests.search.test_service import smoke_file
 from trainers import CifarData, load_cifar10
 from trainers.inference import predict_logits
+from trainers.rundir import METRIC_COLUMNS, OUTPUTS
 
 pytestmark = pytest.mark.skipif(not SHARED_ARCHIVE.exists(), reason="needs the shared archive")
 SEARCH = Path(sys.executable).parent / "search"

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.worker import finished
+from search.record import finished
 from tests.conftest import SHARED_ARCHIVE
 from tests.search.test_service import smoke_file
 

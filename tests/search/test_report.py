@@ -1,4 +1,4 @@
-"""search.report: the Pareto plot and the leaderboard of a study in a real SQLite store."""
+"""search.results.report: the Pareto plot and the leaderboard of a study in a real SQLite store."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PIL import Image
 
 from models import BASELINES, ArchConfig, count_flops, count_params
 from models.baselines import three_stage
-from search.report import Report, ReportError, write_report
+from search.results.report import Report, ReportError, write_report
 from trainers import TrainConfig
 
 BUDGET = 5_000_000

@@ -17,10 +17,11 @@ import pytest
 from optuna.trial import TrialState
 
 from search.cli import main
+from search.record import finished
 from search.run import RunOptions, run_search
 from search.storage import mask_url
-from search.worker import finished
 from tests.conftest import SHARED_ARCHIVE
+from tests.search import trainers
 
 REPO = Path(__file__).resolve().parents[2]
 SEARCH = Path(sys.executable).parent / "search"
@@ -48,7 +49,8 @@ def trials_of(name: str, url: str) -> list[optuna.trial.FrozenTrial]:
 def run(study: Path, url: str, name: str, n: int, **kwargs: object) -> tuple[int, str]:
     out = io.StringIO()
     options = dict(study=str(study), storage=url, study_name=name, n_trials=n, workers=1,
-                   executor="local", data=str(SHARED_ARCHIVE), device="cpu", seed=0)
+                   executor="local", data=str(SHARED_ARCHIVE), device="cpu", seed=0,
+                   log_dir=str(study.parent / "logs"))
     options.update(kwargs)
     code = run_search(RunOptions(**options), out)  # type: ignore[arg-type]
     return code, out.getvalue()
@@ -124,7 +126,7 @@ def test_a_failing_trial_is_fail_and_the_study_goes_on(tmp_path: Path) -> None:
     study = smoke_file(tmp_path)
     url = f"sqlite:///{tmp_path / 'study.db'}"
     code, out = run(study, url, "fails", 6, baselines=False,
-                    trainer="tests.search.trainers:diverge_above_lr")
+                    trainer=trainers.diverge_above_lr)
     assert code == 0, out
     trials = trials_of("fails", url)
     failed = [t for t in trials if t.state == TrialState.FAIL]
@@ -132,6 +134,40 @@ def test_a_failing_trial_is_fail_and_the_study_goes_on(tmp_path: Path) -> None:
     for t in failed:
         assert t.user_attrs["fail_reason"].startswith("TrainingDiverged: training diverged")
     assert sum(finished(t) for t in trials) == 6
+
+
+def test_a_bug_in_the_trainer_stops_the_search_after_three_trials(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    study = smoke_file(tmp_path)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    logs = tmp_path / "logs"
+    code, out = run(study, url, "bug", 6, baselines=False, trainer=trainers.buggy,
+                    log_dir=str(logs))
+    err = capfd.readouterr().err
+    assert code == 1, out
+    assert str(logs) in err and "3 trials in a row failed with an error in the code" in err
+    trials = trials_of("bug", url)
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3
+    for t in trials:  # not the trial's own failure: not counted, and the trace is findable
+        assert "fail_reason" not in t.user_attrs and not finished(t)
+        assert t.user_attrs["error"].startswith("ValueError: a bug in the trainer")
+        assert str(logs / "worker-0.log") in t.user_attrs["error"]
+    log = (logs / "worker-0.log").read_text()
+    assert log.count("Traceback (most recent call last)") == 3
+    assert "in buggy" in log and "shapes (3, 4) and (5, 6) do not match" in log
+
+
+def test_a_data_error_is_the_trials_own_failure_and_counts(tmp_path: Path) -> None:
+    study = smoke_file(tmp_path, **{"stem_width = [8, 16]": "stem_width = [8]"})
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    code, out = run(study, url, "data", 3, baselines=False, trainer=trainers.bad_data_then_fit)
+    assert code == 0, out
+    trials = trials_of("data", url)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed, [t.state for t in trials]
+    for t in failed:
+        assert t.user_attrs["fail_reason"] == "DataError: train/cat/17.jpg: unreadable image"
+    assert sum(finished(t) for t in trials) == 3
 
 
 def test_ctrl_c_leaves_no_trial_running_and_the_same_command_continues(tmp_path: Path) -> None:
@@ -219,7 +255,7 @@ def test_four_racing_workers_stop_exactly_at_n_trials(storage_url: str, tmp_path
     study = smoke_file(tmp_path)
     name = f"race-{uuid.uuid4().hex[:8]}"
     code, out = run(study, storage_url, name, 20, workers=4, baselines=False,
-                    trainer="tests.search.trainers:instant")
+                    trainer=trainers.instant)
     assert code == 0, out
     trials = trials_of(name, storage_url)
     assert sum(finished(t) for t in trials) == 20

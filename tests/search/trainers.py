@@ -56,7 +56,7 @@ def nan_or_oom(arch: Any, train: Any, data: Any, **kwargs: Any) -> Any:
 
     import trainers.training as training
 
-    if arch.block_type == "bottleneck" and arch.stem_width == 16:
+    if arch.block.name == "bottleneck" and arch.stem_width == 16:
         report = kwargs.pop("report")
 
         def oom_report(epoch: int, metrics: dict[str, float]) -> bool:
@@ -65,7 +65,7 @@ def nan_or_oom(arch: Any, train: Any, data: Any, **kwargs: Any) -> Any:
                                          "(simulated on the CPU)")
 
         return fit(arch, train, data, report=oom_report, **kwargs)
-    if arch.block_type != "bottleneck" or arch.stem_width != 8:
+    if arch.block.name != "bottleneck" or arch.stem_width != 8:
         return fit(arch, train, data, **kwargs)
     original = training.build_model
 
@@ -85,3 +85,20 @@ def nan_or_oom(arch: Any, train: Any, data: Any, **kwargs: Any) -> Any:
         return fit(arch, train, data, **kwargs)
     finally:
         training.build_model = original  # type: ignore[assignment]
+
+
+def buggy(arch: Any, train: Any, data: Any, **kwargs: Any) -> Any:
+    """A trainer with a bug: a ValueError that is no trial's own failure (until issue 12,
+    such errors were taken for failed trials and counted, using up a whole study)."""
+    kwargs["report"](1, {"val_acc": 0.5, "val_loss": 1.0, "seconds": 0.0,
+                         "images_per_s": 0.0})
+    raise ValueError("a bug in the trainer: shapes (3, 4) and (5, 6) do not match")
+
+
+def bad_data_then_fit(arch: Any, train: Any, data: Any, **kwargs: Any) -> Any:
+    """A data error (the trial's own failure) for networks with stem width 8, else training."""
+    from trainers import DataError
+
+    if arch.stem_width == 8:
+        raise DataError("train/cat/17.jpg", "unreadable image")
+    return instant(arch, train, data, **kwargs)

@@ -189,10 +189,10 @@ CASES = [
     pytest.param(add("arch", "pool_grid = 0"), "arch.pool_grid", "power of two",
                  id="pool-grid-zero"),
     pytest.param(variant("width = [16, 32]", 'width = [16, 30]\nblock_type = "bottleneck"'),
-                 "arch.width", "not a multiple of expansion", id="bottleneck-width"),
+                 "arch.width", "must be a multiple of expansion", id="bottleneck-width"),
     pytest.param(variant("width = [16, 32]",
                          'width = [16, 32]\nblock_type = ["basic", "bottleneck"]\nexpansion = 3'),
-                 "arch.width", "not a multiple of expansion", id="bottleneck-expansion"),
+                 "arch.width", "must be a multiple of expansion", id="bottleneck-expansion"),
     pytest.param(add("arch", "expansion = 0"), "arch.expansion", "must be >= 1",
                  id="expansion-zero"),
     # train and final

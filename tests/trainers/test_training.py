@@ -11,9 +11,10 @@ from torch import nn
 
 import trainers.training as fit_module
 from models import ArchConfig, StageConfig
-from trainers.checkpoint import LATEST, PREVIOUS, CheckpointError
+from trainers.checkpoint import CheckpointError
 from trainers.config import TrainConfig
 from trainers.data import CifarData
+from trainers.rundir import CHECKPOINT, PREV_CHECKPOINT
 from trainers.training import TrainingDiverged, fit, lr_factor, param_groups
 
 TINY = ArchConfig(stages=(StageConfig(1, 16), StageConfig(1, 32, stride=2)), stem_width=16)
@@ -83,8 +84,8 @@ def test_checkpoint_holds_everything_and_loads_weights_only(cifar_jpeg: CifarDat
                                                             tmp_path: Path) -> None:
     cfg = TrainConfig(**{**QUICK.to_dict(), "epochs": 2, "ema": 0.5})
     fit(TINY, cfg, cifar_jpeg, device="cpu", checkpoint_dir=tmp_path, log=quiet)
-    latest = torch.load(tmp_path / LATEST, weights_only=True)
-    previous = torch.load(tmp_path / PREVIOUS, weights_only=True)
+    latest = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    previous = torch.load(tmp_path / PREV_CHECKPOINT, weights_only=True)
     assert (latest["epoch"], previous["epoch"]) == (2, 1)
     for key in ("model", "optimizer", "scheduler", "ema", "rng", "arch", "train",
                 "code_version", "history"):
@@ -100,7 +101,7 @@ def test_truncated_latest_checkpoint_falls_back_to_the_previous(cifar_jpeg: Cifa
                                                                 tmp_path: Path) -> None:
     fit(TINY, QUICK, cifar_jpeg, device="cpu", checkpoint_dir=tmp_path,
         report=lambda epoch, _: epoch == 2, log=quiet)
-    latest = tmp_path / LATEST
+    latest = tmp_path / CHECKPOINT
     latest.write_bytes(latest.read_bytes()[:1000])
     lines: list[str] = []
     result = fit(TINY, QUICK, cifar_jpeg, device="cpu", checkpoint_dir=tmp_path,
@@ -119,7 +120,7 @@ def test_unreadable_checkpoints_and_foreign_ones_are_refused(cifar_jpeg: CifarDa
     longer = TrainConfig(**{**cfg.to_dict(), "epochs": 2})
     with pytest.raises(CheckpointError, match="differs in epochs"):
         fit(TINY, longer, cifar_jpeg, device="cpu", checkpoint_dir=tmp_path, log=quiet)
-    (tmp_path / LATEST).write_bytes(b"not a checkpoint")
+    (tmp_path / CHECKPOINT).write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="unreadable checkpoint"):
         fit(TINY, cfg, cifar_jpeg, device="cpu", checkpoint_dir=tmp_path, log=quiet)
 
@@ -177,3 +178,21 @@ def test_schedules_warm_up_then_decay_to_zero() -> None:
     assert onecycle(80) == 0.0
     values = [onecycle(s) for s in range(81)]
     assert values.index(max(values)) == 20
+
+
+def test_a_checkpoint_from_before_a_field_existed_matches_its_run(tmp_path: Path) -> None:
+    """Configs are compared after reading them back (defaults filled), never as raw dicts:
+    a checkpoint written before `dropout` or `compile` existed, or in the first
+    release's flat block format, is still the same run."""
+    from trainers.training import check_same_run
+
+    old_arch = {k: v for k, v in TINY.to_dict().items() if k not in ("dropout", "block")}
+    old_arch.update(block_type="basic", expansion=4)  # release 0.1's form
+    old_train = {k: v for k, v in QUICK.to_dict().items() if k != "compile"}
+    check_same_run({"arch": old_arch, "train": old_train}, TINY, QUICK, tmp_path)
+    with pytest.raises(CheckpointError, match="another recipe \\(differs in compile\\)"):
+        check_same_run({"arch": old_arch, "train": old_train}, TINY,
+                       TrainConfig(**{**QUICK.to_dict(), "compile": True}), tmp_path)
+    with pytest.raises(CheckpointError, match="configs are unreadable: block_type"):
+        check_same_run({"arch": {**old_arch, "block_type": "nope"}, "train": old_train},
+                       TINY, QUICK, tmp_path)

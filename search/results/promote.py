@@ -14,16 +14,14 @@ At the end the run folder holds::
     confusion.png   the test set's confusion matrix
     summary.json    test accuracy overall and per class, size, time, device
 
-and the trial in the store gets ``promoted_test_acc`` and ``promoted_run_dir``.
+(file names, writers and readers: `trainers.rundir`) and the trial in the store
+gets ``promoted_test_acc`` and ``promoted_run_dir`` (`search.record.promoted_attrs`).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -32,13 +30,9 @@ from typing import Any, TextIO
 
 import optuna
 
+from search import record
 from search.storage import RUNS_DIR, mask_url
-
-OUTPUTS = ("config.json", "model.pt", "metrics.csv", "curves.png", "confusion.png",
-           "summary.json")
-CHECKPOINTS = ("checkpoint.pt", "checkpoint.prev.pt")
-METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
-                  "images_per_s")
+from trainers import rundir
 
 
 class PromoteError(ValueError):
@@ -76,9 +70,9 @@ class PromoteJob:
 
 def promote(opts: PromoteOptions, out: TextIO = sys.stdout) -> int:
     """Train trial ``opts.trial`` with the full recipe; the exit code."""
-    from search.run import DATA_ENV, find_data
     from search.storage import load_study, resolve_storage_url, set_finished_trial_attrs
     from space import load_spec
+    from trainers.locate import find_data
 
     spec = load_spec(opts.study)
     name = opts.study_name or spec.name
@@ -87,38 +81,35 @@ def promote(opts: PromoteOptions, out: TextIO = sys.stdout) -> int:
     trial = find_trial(study, opts.trial)
     arch, train, notes = trial_configs(spec, trial)
     final = final_recipe(spec, train, opts.epochs)
-    run_dir = Path(opts.out) if opts.out else RUNS_DIR / name / f"trial-{trial.number}"
-    recorded = trial.user_attrs.get("data_source")  # what the trial itself was trained on
-    data = find_data(opts.data or (recorded if isinstance(recorded, str) and not
-                                   os.environ.get(DATA_ENV) and Path(recorded).exists()
-                                   else None))
+    run_dir = Path(opts.out) if opts.out else rundir.trial_dir(RUNS_DIR, name, trial.number)
+    data = find_data(opts.data, recorded=record.str_attr(trial, record.DATA_SOURCE))
     for note in notes:
         print(f"note     {note}", file=out)
-    print(f"trial    {trial.number} of study {name}: val_acc {trial.value:.4f} after "
-          f"{train.epochs} epochs, {trial.user_attrs.get('n_params', 0):,} parameters", file=out)
+    value = record.value(trial)
+    print(f"trial    {trial.number} of study {name}: {record.OBJECTIVE.metric} "
+          f"{'-' if value is None else f'{value:.4f}'} after {train.epochs} epochs, "
+          f"{record.int_attr(trial, record.N_PARAMS) or 0:,} parameters", file=out)
     print(f"arch     {arch.describe()}", file=out)
     print(f"recipe   {final.epochs} epochs, {final.optimizer} lr {final.lr:g}, batch "
           f"{final.batch_size}, {'all' if not final.train_subset else final.train_subset} "
           f"training images", file=out)
     print(f"output   {run_dir}", file=out, flush=True)
-    if opts.restart:
-        discard(run_dir, out)
+    if opts.restart and (removed := rundir.discard(run_dir)):
+        print(f"restart  removed {', '.join(removed)}", file=out)
     job = PromoteJob(arch=arch.to_dict(), train=final.to_dict(), data=data,
                      run_dir=str(run_dir.resolve()), device=opts.device, study=name,
                      trial=trial.number, storage=mask_url(url), tty=out.isatty())
     if opts.ray_address:
-        summary = _on_ray(job, opts.ray_address, run_dir, out)
+        summary, files = _on_ray(job, opts.ray_address, out)
+        rundir.write_outputs(run_dir, files)
     else:
         summary = train_and_write(job, out)
-    set_finished_trial_attrs(url, name, trial.number, {
-        "promoted_test_acc": round(summary["test_acc"], 4),
-        "promoted_run_dir": str(run_dir.resolve()),
-        "promoted_epochs": summary["epochs"],
-    })
+    set_finished_trial_attrs(url, name, trial.number,
+                             record.promoted_attrs(summary, str(run_dir.resolve())))
     print(f"test     accuracy {100 * summary['test_acc']:.2f}% on "
           f"{summary['test_images']:,} test images; written to the trial as "
-          "promoted_test_acc", file=out)
-    print(f"done     {run_dir}/: {', '.join(OUTPUTS)}", file=out)
+          f"{record.PROMOTED_TEST_ACC}", file=out)
+    print(f"done     {run_dir}/: {', '.join(rundir.OUTPUTS)}", file=out)
     return 0
 
 
@@ -131,10 +122,9 @@ def find_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
         raise PromoteError(f"study {study.study_name!r} has no trial {number} "
                            f"(trials: {span})")
     trial = match[0]
-    if trial.state != optuna.trial.TrialState.COMPLETE:
-        why = (trial.user_attrs.get("rejected_reason") or trial.user_attrs.get("fail_reason")
-               or (f"stopped after epoch {max(trial.intermediate_values)}"
-                   if trial.intermediate_values else ""))
+    if record.outcome(trial) != "complete":
+        why = record.reason(trial) or (f"stopped after epoch {max(trial.intermediate_values)}"
+                                       if trial.intermediate_values else "")
         raise PromoteError(f"trial {number} is {trial.state.name}"
                            f"{f' ({why})' if why else ''}, not COMPLETE: only complete "
                            "trials can be promoted (see `search best`)")
@@ -151,7 +141,7 @@ def trial_configs(spec: Any, trial: optuna.trial.FrozenTrial) -> tuple[Any, Any,
     from trainers import TrainConfig
 
     stored: dict[str, Any] = {}
-    for key, cls in (("arch", ArchConfig), ("train", TrainConfig)):
+    for key, cls in ((record.ARCH, ArchConfig), (record.TRAIN, TrainConfig)):
         try:
             raw = trial.user_attrs.get(key)
             stored[key] = cls.from_dict(json.loads(raw)) if isinstance(raw, str) else None
@@ -159,21 +149,21 @@ def trial_configs(spec: Any, trial: optuna.trial.FrozenTrial) -> tuple[Any, Any,
             stored[key] = None
     try:
         fixed = optuna.trial.FixedTrial(dict(trial.params))
-        rebuilt = {"arch": spec.sample_arch(fixed), "train": spec.sample_train(fixed)}
+        rebuilt = {record.ARCH: spec.sample_arch(fixed), record.TRAIN: spec.sample_train(fixed)}
     except (ValueError, ConfigError) as err:
-        if stored["arch"] is None or stored["train"] is None:
+        if stored[record.ARCH] is None or stored[record.TRAIN] is None:
             raise PromoteError(f"trial {trial.number}'s parameters do not fit {spec.source} "
                                f"({err}) and the trial recorded no configs") from None
-        return stored["arch"], stored["train"], [
+        return stored[record.ARCH], stored[record.TRAIN], [
             f"trial {trial.number}'s parameters no longer fit {spec.source}; "
             "using the configs the trial recorded"]
     notes = []
-    for key in ("arch", "train"):
+    for key, what in ((record.ARCH, "architecture"), (record.TRAIN, "recipe")):
         if stored[key] is not None and stored[key] != rebuilt[key]:
             notes.append(f"{spec.source} changed since trial {trial.number} ran; using the "
-                         f"{'architecture' if key == 'arch' else 'recipe'} the trial recorded")
+                         f"{what} the trial recorded")
             rebuilt[key] = stored[key]
-    return rebuilt["arch"], rebuilt["train"], notes
+    return rebuilt[record.ARCH], rebuilt[record.TRAIN], notes
 
 
 def final_recipe(spec: Any, train: Any, epochs: int | None) -> Any:
@@ -189,15 +179,6 @@ def final_recipe(spec: Any, train: Any, epochs: int | None) -> Any:
     return final
 
 
-def discard(run_dir: Path, out: TextIO) -> None:
-    """--restart: remove the checkpoints and outputs of an earlier promote."""
-    removed = [p.name for p in (run_dir / n for n in CHECKPOINTS + OUTPUTS) if p.exists()]
-    for name in removed:
-        (run_dir / name).unlink()
-    if removed:
-        print(f"restart  removed {', '.join(removed)}", file=out)
-
-
 def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
     """Train (or resume) the run and write every output file; the summary.
 
@@ -207,8 +188,8 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
     import torch
 
     from models import ArchConfig, count_flops
-    from search.plots import plot_confusion, plot_curves
-    from search.progress import EpochProgress
+    from search.results.plots import plot_confusion, plot_curves
+    from search.results.progress import EpochProgress
     from trainers import TrainConfig, fit, load_cifar10
     from trainers.checkpoint import CheckpointError, code_version, load_latest
     from trainers.inference import class_report, predict_logits, save_model
@@ -233,7 +214,7 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
               "train, only the outputs are written again (--restart trains anew)", file=out)
     data = load_cifar10(job.data, progress=lambda m: print(f"data     {m}", file=out, flush=True))
     device = resolve_device(job.device)
-    write_json(run_dir / "config.json", {
+    rundir.write_config(run_dir, {
         "study": job.study, "trial": job.trial, "storage": job.storage,
         "arch": arch.to_dict(), "train": cfg.to_dict(), "seed": cfg.seed,
         "code_version": code_version(), "data_source": data.source,
@@ -244,7 +225,7 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
     def report(epoch: int, metrics: dict[str, float]) -> bool:
         progress.epoch(metrics)
         rows[:] = [row for row in rows if row["epoch"] < epoch] + [metrics]
-        write_metrics(run_dir / "metrics.csv", rows)
+        rundir.write_metrics(run_dir, rows)
         return False
 
     def say(message: str) -> None:
@@ -267,13 +248,13 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
         print(f"interrupted: the last checkpoint in {run_dir} is kept; run the same command "
               "to resume", file=out, flush=True)
         raise
-    write_metrics(run_dir / "metrics.csv", result.history)
-    save_model(result.model, run_dir / "model.pt")
+    rundir.write_metrics(run_dir, result.history)
+    save_model(result.model, run_dir / rundir.MODEL)
     logits = predict_logits(result.model, data.test_images, tta_flip=cfg.tta_flip, device=device)
     classes = class_report(data.test_labels, logits.argmax(1), data.classes)
     title = f"{job.study} trial {job.trial}: {arch.describe()}"
-    plot_curves(result.history, run_dir / "curves.png", title=title)
-    plot_confusion(classes.confusion, data.classes, run_dir / "confusion.png",
+    plot_curves(result.history, run_dir / rundir.CURVES, title=title)
+    plot_confusion(classes.confusion, data.classes, run_dir / rundir.CONFUSION,
                    title=f"{job.study} trial {job.trial}: test accuracy "
                          f"{100 * classes.accuracy:.2f}%")
     train_seconds = sum(row["seconds"] for row in result.history)
@@ -290,64 +271,27 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
         "wall_seconds_this_command": time.perf_counter() - started,
         "device": result.device, "tta_flip": cfg.tta_flip, "code_version": code_version(),
     }
-    write_json(run_dir / "summary.json", summary)
+    rundir.write_summary(run_dir, summary)
     return summary
 
 
-def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
-    """One row per epoch, columns `METRIC_COLUMNS`, written atomically."""
-    from trainers.safeio import atomic_writer
+def _on_ray(job: PromoteJob, address: str, out: TextIO) -> tuple[dict[str, Any],
+                                                                  dict[str, bytes]]:
+    """`train_and_write` as one task of the ``ray`` executor (one GPU when the cluster has
+    one) on the cluster at ``address`` ("local": start one here); its summary and files.
 
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: int(row[k]) if k == "epoch" else f"{row[k]:.6g}"
-                         for k in METRIC_COLUMNS})
-    with atomic_writer(path) as f:
-        f.write(text.getvalue().encode())
-
-
-def write_json(path: Path, obj: dict[str, Any]) -> None:
-    from trainers.safeio import atomic_writer
-
-    with atomic_writer(path) as f:
-        f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _on_ray(job: PromoteJob, address: str, run_dir: Path, out: TextIO) -> dict[str, Any]:
-    """Train as a Ray task (one GPU when the cluster has one) and copy the outputs here.
-
-    The task checkpoints into the same path on the node that runs it; to resume
-    there after a crash, ``runs/`` should be a folder every node shares.
+    The task checkpoints into the same path on the node that runs it; to resume there
+    after a crash, ``runs/`` should be a folder every node shares.
     """
-    import ray
+    from search.executors import make_executor
 
-    from search.executors import init_ray, task_error
-    from trainers.safeio import atomic_writer
-
-    started = init_ray(address)
-    try:
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        task = ray.remote(num_gpus=gpus, num_cpus=0 if gpus else 1, max_retries=0)(_ray_task)
-        print(f"ray      training as a Ray task ({'1 GPU' if gpus else 'CPU'})", file=out,
-              flush=True)
-        try:
-            summary, files = ray.get(task.remote(dataclasses.replace(job, tty=False)))
-        except ray.exceptions.RayTaskError as err:
-            raise task_error(err) from None
-    finally:
-        if started:
-            ray.shutdown()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for name, blob in files.items():
-        with atomic_writer(run_dir / name) as f:
-            f.write(blob)
-    return summary
+    with make_executor("ray", address) as executor:
+        result: tuple[dict[str, Any], dict[str, bytes]] = executor.call(
+            _ray_task, dataclasses.replace(job, tty=False), gpus=1.0,
+            what=f"trial {job.trial}", say=lambda m: print(f"ray      {m}", file=out, flush=True))
+    return result
 
 
 def _ray_task(job: PromoteJob) -> tuple[dict[str, Any], dict[str, bytes]]:
     summary = train_and_write(job, sys.stdout)
-    folder = Path(job.run_dir)
-    return summary, {name: (folder / name).read_bytes() for name in OUTPUTS}
+    return summary, rundir.read_outputs(Path(job.run_dir))

@@ -1,4 +1,8 @@
-"""`search evaluate` and `search predict`: a trained model on labelled or new images."""
+"""`search evaluate` and `search predict`: a trained model on labelled or new images.
+
+Both take a run folder, its ``model.pt`` or any training checkpoint (`load_model`);
+evaluate writes into the run folder's ``eval-<data>/`` (`trainers.rundir`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ from typing import TextIO
 
 import numpy as np
 
-from trainers.inference import ClassReport, LoadedModel, load_model, read_config
+from trainers import rundir
+from trainers.inference import ClassReport, LoadedModel, load_model
 
 
 @dataclass(frozen=True)
@@ -35,9 +40,8 @@ def _tta(loaded: LoadedModel) -> bool:
 
 def default_data(model_path: Path) -> str | None:
     """The data set the run was trained on, from its config.json, if it still exists."""
-    folder = model_path if model_path.is_dir() else model_path.parent
     try:
-        source = read_config(folder).get("data_source")
+        source = rundir.read_config(rundir.folder_of(model_path)).get("data_source")
     except ValueError:
         return None
     return source if isinstance(source, str) and Path(source).exists() else None
@@ -46,29 +50,27 @@ def default_data(model_path: Path) -> str | None:
 def evaluate_run(model_path: str, data: str | None, out_dir: str | None,
                  device: str | None, out: TextIO) -> Evaluation:
     """Accuracy, per-class accuracy and a confusion matrix on a data set's test split."""
-    from search.plots import plot_confusion
-    from search.promote import write_json
-    from search.run import find_data
+    from search.results.plots import plot_confusion
     from trainers import load_cifar10
     from trainers.inference import class_report, predict_logits
+    from trainers.locate import find_data
 
     path = Path(model_path).expanduser()
     loaded = load_model(path, _device(device))
-    source = data or default_data(path) or find_data(None)
+    source = find_data(data or default_data(path))
     dataset = load_cifar10(source, progress=lambda m: print(f"data     {m}", file=out,
                                                              flush=True))
     logits = predict_logits(loaded.model, dataset.test_images, tta_flip=_tta(loaded),
                             device=loaded.device)
     report = class_report(dataset.test_labels, logits.argmax(1), dataset.classes)
-    folder = Path(out_dir) if out_dir else (path if path.is_dir() else path.parent) / \
-        f"eval-{_stem(Path(source))}"
-    png = plot_confusion(report.confusion, dataset.classes, _mkdir(folder) / "confusion.png",
+    folder = Path(out_dir) if out_dir else rundir.eval_dir(rundir.folder_of(path), source)
+    png = plot_confusion(report.confusion, dataset.classes, _mkdir(folder) / rundir.CONFUSION,
                          title=f"{loaded.arch.describe()}\n{dataset.source}: test accuracy "
                                f"{100 * report.accuracy:.2f}%")
-    json_path = folder / "evaluation.json"
-    write_json(json_path, {"model": str(loaded.source), "data_source": dataset.source,
-                           "data_digest": dataset.digest, "test_images": len(dataset.test_labels),
-                           "tta_flip": _tta(loaded), **report.to_dict()})
+    json_path = rundir.write_evaluation(folder, {
+        "model": str(loaded.source), "data_source": dataset.source,
+        "data_digest": dataset.digest, "test_images": len(dataset.test_labels),
+        "tta_flip": _tta(loaded), **report.to_dict()})
     return Evaluation(report, loaded, dataset.source, png, json_path)
 
 
@@ -114,14 +116,6 @@ def predict_file(model_path: str, input_path: str, out_csv: str, device: str | N
     print(f"written  {target}: {len(ids):,} rows; predicted per class "
           + json.dumps(counts.tolist()), file=out)
     return len(ids)
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".tar.gz", ".tgz", ".tar", ".gz"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name or "data"
 
 
 def _mkdir(folder: Path) -> Path:

@@ -1,0 +1,249 @@
+"""The trial record: what a search trial writes to the store, and how it is read back.
+
+One module owns the names of a trial's user attributes, the study's objective and
+its direction, what counts as a finished trial, which trial is best, and the one
+line that describes a trial. The worker writes through it; the live view,
+``search trials``/``best``/``report`` and ``promote`` read through it, so a
+renamed attribute or a new objective is a change here only.
+
+Readers are forgiving: a trial made by hand, by older code or by a crashed
+worker may lack any attribute or hold a value of the wrong type, and then reads
+as missing rather than failing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from optuna.trial import FrozenTrial, TrialState
+
+# -- attribute names (user attributes of a trial) ---------------------------------------
+
+N_PARAMS = "n_params"  # trainable parameters of the trial's architecture
+REJECTED_REASON = "rejected_reason"  # set on a proposal over the budget (pruned, untrained)
+FLOPS = "flops"  # forward FLOPs at 32x32
+ARCH = "arch"  # ArchConfig as JSON
+ARCH_SUMMARY = "arch_summary"  # ArchConfig.describe()
+TRAIN = "train"  # TrainConfig as JSON
+DEVICE = "device"  # the device's name
+HOST = "host"
+WORKER = "worker"  # index of the worker among the search's workers
+PID = "pid"
+DATA_SOURCE = "data_source"  # path of the data set it trained on
+SECONDS_PER_EPOCH = "seconds_per_epoch"  # of the last epoch
+IMAGES_PER_S = "images_per_s"  # training throughput of the last epoch
+VAL_LOSS = "val_loss"  # of the last epoch
+FAIL_REASON = "fail_reason"  # a failure of the trial's own; the trial counts as finished
+ERROR = "error"  # a bug (not the trial's own failure) and where its traceback is; not counted
+BASELINE = "baseline"  # name of the registry baseline the trial was queued as
+PROMOTED_TEST_ACC = "promoted_test_acc"  # written by `search promote`
+PROMOTED_RUN_DIR = "promoted_run_dir"
+PROMOTED_EPOCHS = "promoted_epochs"
+
+MAX_REASON = 500  # characters of a failure reason kept on the trial
+
+
+# -- the objective ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One value a trial reports: the key in `trainers.fit`'s epoch metrics, and whether
+    larger is better."""
+
+    metric: str  # key of the epoch metrics, e.g. "val_acc"
+    direction: Literal["maximize", "minimize"]
+    label: str  # for people: column headers, plot axes
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.direction == "maximize" else a < b
+
+
+OBJECTIVE = Objective("val_acc", "maximize", "validation accuracy")
+OBJECTIVES: tuple[Objective, ...] = (OBJECTIVE,)
+DIRECTIONS: list[Literal["maximize", "minimize"]] = [o.direction for o in OBJECTIVES]
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def candidate_attrs(candidate: Any, *, device: str, host: str, worker: int, pid: int,
+                    data_source: str) -> dict[str, Any]:
+    """What a trial records about itself once its candidate fits the budget."""
+    return {
+        N_PARAMS: candidate.n_params, FLOPS: candidate.flops, ARCH: candidate.arch.to_json(),
+        ARCH_SUMMARY: candidate.arch.describe(), TRAIN: candidate.train.to_json(),
+        DEVICE: device, HOST: host, WORKER: worker, PID: pid, DATA_SOURCE: data_source,
+    }
+
+
+def rejected_attrs(err: Any) -> dict[str, Any]:
+    """What a proposal over the budget (`space.OverBudget`) records: its size, and why."""
+    return {N_PARAMS: err.n_params, REJECTED_REASON: str(err)}
+
+
+def write_attrs(trial: Any, attrs: Mapping[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def report_epoch(trial: Any, epoch: int, metrics: Mapping[str, float]) -> None:
+    """The objective's value after ``epoch`` (what the pruner judges), and the epoch's
+    speed and loss."""
+    trial.report(float(metrics[OBJECTIVE.metric]), epoch)
+    write_attrs(trial, {SECONDS_PER_EPOCH: round(metrics["seconds"], 3),
+                        IMAGES_PER_S: round(metrics["images_per_s"], 1),
+                        VAL_LOSS: round(metrics["val_loss"], 4)})
+
+
+def failure_reason(err: BaseException) -> str:
+    """``Type: first line of the message``, as kept on the trial."""
+    text = str(err)
+    first = text.splitlines()[0] if text.strip() else ""
+    return f"{type(err).__name__}: {first}"[:MAX_REASON]
+
+
+def write_failure(trial: Any, reason: str) -> None:
+    trial.set_user_attr(FAIL_REASON, reason[:MAX_REASON])
+
+
+def promoted_attrs(summary: Mapping[str, Any], run_dir: str) -> dict[str, Any]:
+    """What `search promote` writes back to the trial."""
+    return {PROMOTED_TEST_ACC: round(float(summary["test_acc"]), 4),
+            PROMOTED_RUN_DIR: run_dir, PROMOTED_EPOCHS: summary["epochs"]}
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def int_attr(trial: FrozenTrial, key: str) -> int | None:
+    value = trial.user_attrs.get(key)
+    # bool is an int to Python; hand-made or older trials may hold anything here.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if math.isfinite(value) else None
+
+
+def float_attr(trial: FrozenTrial, key: str) -> float | None:
+    value = trial.user_attrs.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def str_attr(trial: FrozenTrial, key: str) -> str | None:
+    value = trial.user_attrs.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def value(trial: FrozenTrial) -> float | None:
+    """The objective's final value of a complete trial; None if absent or not finite."""
+    if trial.state != TrialState.COMPLETE or trial.values is None:
+        return None
+    v = trial.values[0]
+    return v if v is not None and math.isfinite(v) else None
+
+
+def best_epoch_value(trial: FrozenTrial) -> float | None:
+    """The best finite value any epoch reported (pruned trials have only these)."""
+    values = [v for v in trial.intermediate_values.values() if math.isfinite(v)]
+    if not values:
+        return None
+    return max(values) if OBJECTIVE.direction == "maximize" else min(values)
+
+
+def last_epoch_value(trial: FrozenTrial) -> float | None:
+    if not trial.intermediate_values:
+        return None
+    v = trial.intermediate_values[max(trial.intermediate_values)]
+    return v if math.isfinite(v) else None
+
+
+def reason(trial: FrozenTrial) -> str | None:
+    """Why a trial stopped short, if recorded: over the budget, its own failure, or a bug."""
+    return (str_attr(trial, REJECTED_REASON) or str_attr(trial, FAIL_REASON)
+            or str_attr(trial, ERROR))
+
+
+def over_budget(trial: FrozenTrial) -> bool:
+    """A proposal rejected before training (PRUNED in the store, with a reason)."""
+    return trial.state == TrialState.PRUNED and REJECTED_REASON in trial.user_attrs
+
+
+def finished(trial: FrozenTrial) -> bool:
+    """Counts toward a search's ``n_trials``: complete, pruned, or failed for a reason of
+    its own (divergence, out of memory, bad data).
+
+    A trial failed by a dead worker's heartbeat, an interrupt or a bug in the code
+    does not count: its parameters run again, or the search stops.
+    """
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and FAIL_REASON in trial.user_attrs
+
+
+def count_finished(trials: Iterable[FrozenTrial]) -> tuple[int, int]:
+    """(finished, running) among ``trials``."""
+    done = running = 0
+    for t in trials:
+        done += finished(t)
+        running += t.state == TrialState.RUNNING
+    return done, running
+
+
+def best(trials: Iterable[FrozenTrial], k: int | None = None) -> list[FrozenTrial]:
+    """Complete trials with a finite value, best first; ties go to the earlier trial.
+
+    The one rule for "best" everywhere: the live view, ``search best``, the run's
+    summary, ``search report``.
+    """
+    sign = -1.0 if OBJECTIVE.direction == "maximize" else 1.0
+    ranked = sorted(((v, t) for t in trials if (v := value(t)) is not None),
+                    key=lambda vt: (sign * vt[0], vt[1].number))
+    chosen = [t for _, t in ranked]
+    return chosen if k is None else chosen[:k]
+
+
+OUTCOMES = ("complete", "pruned", "over budget", "failed", "running", "waiting")
+
+
+def outcome(trial: FrozenTrial) -> str:
+    """What happened to a trial, in `OUTCOMES`: over-budget proposals are PRUNED in the
+    store but say something else about the search (about the space, not the pruner)."""
+    if trial.state == TrialState.PRUNED:
+        return "over budget" if over_budget(trial) else "pruned"
+    if trial.state == TrialState.FAIL:
+        return "failed"
+    return trial.state.name.lower()
+
+
+def fmt_params(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
+
+
+# Above `describe` lines; `search best`, which lists complete trials only, prints
+# COLUMNS + "architecture".
+COLUMNS = f"{'trial':>5} {'state':<8} {'epoch':>5} {'val_acc':>8} {'params':>7}  "
+HEADER = COLUMNS + "architecture / reason"
+
+
+def describe(trial: FrozenTrial) -> str:
+    """One line per trial: number, state, epochs, accuracy, size, architecture or reason."""
+    acc = value(trial)
+    if acc is None:
+        acc = last_epoch_value(trial)
+    acc_text = f"{acc:.4f}" if acc is not None else "-"
+    tail = reason(trial) or str_attr(trial, ARCH_SUMMARY) or ""
+    baseline = str_attr(trial, BASELINE)
+    if baseline:
+        tail = f"[{baseline}] {tail}"
+    test = float_attr(trial, PROMOTED_TEST_ACC)
+    if test is not None:  # `search promote` trained it in full
+        tail = f"(promoted: test {100 * test:.2f}%) {tail}"
+    return (f"{trial.number:>5} {trial.state.name:<8} {len(trial.intermediate_values):>5} "
+            f"{acc_text:>8} {fmt_params(int_attr(trial, N_PARAMS)):>7}  {tail[:70]}")

@@ -1,0 +1,118 @@
+"""The commands that come after a search: promote, evaluate, predict, report."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+from search.args import int_at_least, store_arguments, study_from_store
+
+
+def add_result_commands(sub: argparse._SubParsersAction) -> None:
+    """promote, evaluate, predict, report: what comes after the search."""
+    promote = sub.add_parser(
+        "promote", help="train a trial in full (the study's [final] recipe, 200 epochs)",
+        description="Rebuild trial TRIAL's architecture and recipe from the store, apply the "
+        "study file's [final] recipe and train it with a checkpoint every epoch into "
+        "runs/STUDY/trial-TRIAL/ (config.json, checkpoint.pt, model.pt, metrics.csv, "
+        "curves.png, confusion.png, summary.json). The same command after a crash resumes; "
+        "the test accuracy is written back to the trial as promoted_test_acc.",
+    )
+    promote.add_argument("trial", type=int_at_least(0), metavar="TRIAL", help="trial number")
+    promote.add_argument("--study", default="resnet-budget", help="built-in name or study file")
+    promote.add_argument("--storage", metavar="URL", help="store URL (as for run)")
+    promote.add_argument("--study-name", help="name in the store (default: the study file's)")
+    promote.add_argument("--epochs", type=int_at_least(1),
+                         help="epochs (default: the study file's [final] epochs)")
+    promote.add_argument("--data", metavar="PATH", help="CIFAR-10 data (as for run)")
+    promote.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda if present")
+    promote.add_argument("--ray-address", metavar="ADDR",
+                         help="train as a Ray task on this cluster ('local' starts one)")
+    promote.add_argument("--restart", action="store_true",
+                         help="discard the run folder's checkpoint and train from scratch")
+    promote.add_argument("--out", metavar="DIR", help="run folder (default: runs/STUDY/trial-N)")
+    promote.set_defaults(func=cmd_promote)
+
+    evaluate = _model_command(
+        sub, "evaluate", cmd_evaluate, "test accuracy, per class, and a confusion matrix PNG",
+        "Evaluate a run folder, its model.pt or a checkpoint on a data set's test split: "
+        "accuracy, per-class accuracy, and confusion.png plus evaluation.json in --out.")
+    evaluate.add_argument("--data", metavar="PATH",
+                          help="labelled CIFAR-10 data (default: the run's own data set)")
+    evaluate.add_argument("--out", metavar="DIR",
+                          help="where the PNG and JSON go (default: RUN/eval-DATANAME)")
+    predict = _model_command(
+        sub, "predict", cmd_predict, "predict labels for unlabelled images as ID,Labels CSV",
+        "Predict the classes of unlabelled images: a pickle dict with b'data' "
+        "(N x 32 x 32 x 3 uint8) and b'ids', or a folder of 32x32 images (ids: file names).")
+    predict.add_argument("--input", required=True, metavar="FILE",
+                         help="course-format pickle or image folder")
+    predict.add_argument("--out", default="submission.csv", metavar="CSV",
+                         help="output CSV (default: %(default)s)")
+
+    report = sub.add_parser(
+        "report", help="Pareto plot and a table of the top trials",
+        description="Plot validation accuracy against parameters (pareto.png, baselines "
+        "marked) and write a markdown table of the top trials (report.md).",
+    )
+    store_arguments(report)
+    report.add_argument("--top", type=int_at_least(1), default=10,
+                        help="trials in the table (default: 10)")
+    report.add_argument("--out", metavar="DIR", help="where to write (default: runs/STUDY/)")
+    report.set_defaults(func=cmd_report)
+
+
+def _model_command(sub: argparse._SubParsersAction, name: str, func: object, text: str,
+                   description: str) -> argparse.ArgumentParser:
+    """A command on a trained model (evaluate, predict): the model, and where it runs."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=text, description=description)
+    parser.add_argument("model", metavar="RUN_OR_CKPT",
+                        help="run folder, model.pt (config.json beside it) or checkpoint.pt")
+    parser.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda if present")
+    parser.set_defaults(func=func)
+    return parser
+
+
+def cmd_promote(args: argparse.Namespace, out: TextIO) -> int:
+    from search.results.promote import PromoteOptions, promote
+
+    return promote(PromoteOptions(
+        trial=args.trial, study=args.study, storage=args.storage, study_name=args.study_name,
+        epochs=args.epochs, data=args.data, device=args.device, ray_address=args.ray_address,
+        restart=args.restart, out=args.out,
+    ), out)
+
+
+def cmd_evaluate(args: argparse.Namespace, out: TextIO) -> int:
+    from search.results.evaluate import evaluate_run, print_evaluation
+
+    print_evaluation(evaluate_run(args.model, args.data, args.out, args.device, out), out)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
+    from search.results.evaluate import predict_file
+
+    predict_file(args.model, args.input, args.out, args.device, out)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+    from pathlib import Path
+
+    from search.results.report import write_report
+    from search.storage import RUNS_DIR
+
+    study = study_from_store(args)
+    budget = None
+    try:
+        from space import load_spec
+
+        budget = load_spec(args.study).budget
+    except ValueError:  # a study only in the store, with no file: plot without the budget
+        pass
+    folder = Path(args.out) if args.out else RUNS_DIR / study.study_name  # type: ignore[attr-defined]
+    report = write_report(study, folder, budget=budget, top=args.top)  # type: ignore[arg-type]
+    print(report.markdown, file=out)
+    print(f"written  {report.pareto_png}, {report.table_md}", file=out)
+    return 0
