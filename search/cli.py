@@ -85,7 +85,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from search.executors import PlacementError, RayUnavailable
     from search.results.promote import PromoteError
     from search.results.report import ReportError
-    from search.run import RunError
     from search.storage import StorageError
     from space import SpecError
     from trainers.rundir import CheckpointError
@@ -95,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args, sys.stdout) or 0)
-    except (SpecError, DataError, StorageError, RunError, UsageError, PromoteError, ReportError,
+    except (SpecError, DataError, StorageError, UsageError, PromoteError, ReportError,
             CheckpointError, ConfigError, RayUnavailable, PlacementError) as err:
         print(f"search: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -20,10 +20,6 @@ if TYPE_CHECKING:
     from trainers.protocol import Trainer
 
 
-class RunError(ValueError):
-    """Bad input to `search run` (printed as one line, exit code 2)."""
-
-
 @dataclass(frozen=True)
 class RunOptions:
     study: str
