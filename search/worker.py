@@ -104,9 +104,9 @@ class Objective:
         except self.own as err:
             reason = record.failure_reason(err)
             record.write_failure(trial, reason)
-            if type(err).__name__ == "OutOfMemoryError":
-                import torch
+            import torch
 
+            if isinstance(err, torch.OutOfMemoryError):
                 torch.cuda.empty_cache()
             raise TrialFailure(reason) from err
         except Exception as err:

@@ -14,14 +14,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from search.executors import base
 
 if TYPE_CHECKING:
     from search.worker import WorkerConfig
 
-T = TypeVar("T")
 
 
 @base.register_executor
@@ -86,8 +85,8 @@ class LocalExecutor(base.Executor):
             raise base.WorkerError(", ".join(f"{p.name} exited with code {p.exitcode}"
                                         for p in failed))
 
-    def call(self, fn: Callable[[Any], T], arg: Any, *, gpus: float, what: str,
-             say: Callable[[str], None]) -> T:
+    def call(self, fn: Callable[[Any], base.T], arg: Any, *, gpus: float, what: str,
+             say: Callable[[str], None]) -> base.T:
         return fn(arg)
 
 

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from search.executors.base import (
     INTERRUPT_WAIT_S,
@@ -21,6 +21,7 @@ from search.executors.base import (
     Executor,
     Placement,
     PlacementError,
+    T,
     Tick,
     WorkerError,
     register_executor,
@@ -29,7 +30,6 @@ from search.executors.base import (
 if TYPE_CHECKING:
     from search.worker import WorkerConfig
 
-T = TypeVar("T")
 
 
 class RayUnavailable(ValueError):
