@@ -12,13 +12,25 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from search.args import EXIT_USAGE, UsageError, int_at_least, store_arguments, study_from_store
+from search.args import (
+    EXIT_USAGE,
+    Parser,
+    UsageError,
+    check_device,
+    float_in,
+    int_at_least,
+    int_in,
+    store_arguments,
+    store_study_name,
+    study_from_store,
+    study_name,
+)
 from search.results.cli import add_result_commands
 from search.space_cli import add_space_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="search",
         description="Search for the most accurate CIFAR-10 ResNet under a parameter budget.",
     )
@@ -35,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--study", default="resnet-budget", help="built-in name or study file")
     run.add_argument("--storage", metavar="URL",
                      help="store URL (default: $SEARCH_STORAGE, else sqlite under runs/STUDY/)")
-    run.add_argument("--study-name", help="name in the store (default: the study file's name)")
+    run.add_argument("--study-name", type=study_name,
+                     help="name in the store (default: the study file's name)")
     run.add_argument("--n-trials", type=int_at_least(1),
                      help="finished trials the whole study should reach (default: the study "
                      "file's n_trials, else 100)")
@@ -43,8 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start no new trial after S seconds")
     run.add_argument("--workers", type=int_at_least(1), metavar="K",
                      help="parallel workers (default: one per GPU, else 1)")
-    run.add_argument("--gpus-per-trial", type=float, default=1.0, metavar="G",
-                     help="GPUs each Ray worker holds; fractions share a GPU (default: 1)")
+    # A worker trains on one device: more than a node's GPUs could never be placed.
+    run.add_argument("--gpus-per-trial", type=float_in(0.0, 8.0), default=1.0, metavar="G",
+                     help="GPUs each worker holds, > 0 and <= 8; fractions share a GPU "
+                     "(default: 1)")
     run.add_argument("--executor", choices=executor_names(), default="ray",
                      help="'ray' (default) or 'local' subprocesses, for machines without Ray")
     run.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster")
@@ -54,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int_at_least(0), help="sampler seed")
     run.add_argument("--no-baselines", action="store_true",
                      help="do not queue the named baselines as a new study's first trials")
+    run.add_argument("--allow-space-change", action="store_true",
+                     help="run although the study file's space or budget differs from the one "
+                     "the study was started with (its trials then mix both)")
     run.add_argument("--trainer", default=None, help=argparse.SUPPRESS)  # benchmarks, tests
     run.set_defaults(func=cmd_run)
 
@@ -72,8 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="store URL (default: $SEARCH_STORAGE, else runs/STUDY/study.db)")
     dash.add_argument("--study", default="resnet-budget",
                       help="study whose default store to open when no URL is given")
+    dash.add_argument("--study-name", type=study_name,
+                      help="name in the store (default: the study file's, else --study)")
     dash.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
-    dash.add_argument("--port", type=int_at_least(1), default=8080)
+    dash.add_argument("--port", type=int_in(1, 65535), default=8080)
     dash.set_defaults(func=cmd_dashboard)
     add_result_commands(sub)
     return parser
@@ -93,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_device(args)
         return int(args.func(args, sys.stdout) or 0)
     except (SpecError, DataError, StorageError, UsageError, PromoteError, ReportError,
             CheckpointError, ConfigError, RayUnavailable, PlacementError) as err:
@@ -126,6 +147,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         gpus_per_trial=args.gpus_per_trial, executor=args.executor,
         ray_address=args.ray_address, data=args.data, device=args.device, seed=args.seed,
         baselines=not args.no_baselines, trainer=trainer,
+        allow_space_change=args.allow_space_change,
     ), out)
 
 
@@ -155,8 +177,9 @@ def cmd_best(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_dashboard(args: argparse.Namespace, out: TextIO) -> int:
     from search.storage import mask_url, open_storage, resolve_storage_url
 
-    url = resolve_storage_url(args.storage, args.study, create=False)
-    if args.host in ("0.0.0.0", "::"):
+    check_listen(args.host, args.port)
+    url = resolve_storage_url(args.storage, store_study_name(args), create=False)
+    if args.host in ("0.0.0.0", "::", ""):
         print(f"search: warning: the dashboard on {args.host} is open to every network this "
               "machine is on, with no login", file=sys.stderr)
     storage = open_storage(url, heartbeat=False)
@@ -166,6 +189,27 @@ def cmd_dashboard(args: argparse.Namespace, out: TextIO) -> int:
 
     run_server(storage, host=args.host, port=args.port)
     return 0
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` once, so that a port in use or a foreign address is one line
+    here and not a traceback from inside the dashboard's server."""
+    import socket
+
+    try:
+        # The address family as the dashboard's server (bottle's wsgiref) picks it; "" is
+        # every address.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        infos = socket.getaddrinfo(host or None, port, family, socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            # as wsgiref's server does, so that a port in TIME_WAIT does not count as taken
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except (OSError, UnicodeError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise UsageError(f"--host {host} --port {port}: cannot listen there ({reason})") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import optuna
 
 from search import record
+from search.args import UsageError
 from search.live import LiveView
 from search.storage import RUNS_DIR, StartLock, mask_url, open_storage, resolve_storage_url
 from search.worker import WorkerConfig
 from trainers.locate import find_data
 
 if TYPE_CHECKING:
+    from space import StudySpec
     from trainers.protocol import Trainer
+
+# Study attributes: the space a study was started with (`StudySpec.fingerprint`), and
+# the study file it came from, for the message when another space comes along.
+SPACE_FINGERPRINT = "space_fingerprint"
+SPACE_SOURCE = "space_source"
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report 128 + SIGINT
+EXIT_TERMINATED = 143  # SIGTERM, as shells report 128 + SIGTERM
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,64 @@ class RunOptions:
     baselines: bool = True
     trainer: Trainer | None = None  # None: trainers.fit; tests and benchmarks pass stubs
     log_dir: str | None = None  # tracebacks of bugs; default runs/<study>/logs
+    allow_space_change: bool = False  # run although the study began with another space
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an interrupt so that it stops the workers as Ctrl-C does."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside: SIGTERM raises `Terminated` (only the main thread can take signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def check_fits(spec: StudySpec) -> None:
+    """Refuse a space in which no architecture fits the budget: its every trial would be
+    pruned, and the search would end "successfully" with nothing trained."""
+    from models import count_params
+    from space import SpecError
+    from space.smallest import smallest_arch
+
+    arch, n_params = smallest_arch(spec.sample_arch, count_params)
+    if n_params > spec.budget:
+        raise SpecError(f"{spec.source}: study.budget: no architecture of the space fits in "
+                        f"{spec.budget:,} parameters; the smallest, {arch.describe()}, has "
+                        f"{int(n_params):,}: raise the budget or allow smaller networks")
+
+
+def check_space(study: optuna.Study, spec: StudySpec, allow_change: bool, out: TextIO) -> None:
+    """Give a new study (or one from before fingerprints) the space's fingerprint; refuse
+    another space unless ``allow_change``, which then makes the new space the study's."""
+    mine = spec.fingerprint()
+    attrs = study.user_attrs
+    theirs = attrs.get(SPACE_FINGERPRINT)
+    if theirs == mine:
+        return
+    if theirs is not None:
+        source = attrs.get(SPACE_SOURCE, "an unrecorded study file")
+        if not allow_change:
+            raise UsageError(
+                f"study {study.study_name!r} was started with another space or budget "
+                f"(fingerprint {theirs}, from {source}) than {spec.source} (fingerprint "
+                f"{mine}): give this space its own --study-name, or pass "
+                "--allow-space-change to add its trials to the same study")
+        print(f"space    changed: {theirs} ({source}) -> {mine} ({spec.source}); this study's "
+              "trials now mix both spaces", file=out)
+    study.set_user_attr(SPACE_FINGERPRINT, mine)
+    study.set_user_attr(SPACE_SOURCE, spec.source)
 
 
 def enqueue_baselines(study: optuna.Study, spec: object, out: TextIO) -> list[str]:
@@ -61,13 +132,27 @@ def enqueue_baselines(study: optuna.Study, spec: object, out: TextIO) -> list[st
 
 
 def run_search(opts: RunOptions, out: TextIO = sys.stdout) -> int:
-    """Run the study to ``opts.n_trials`` finished trials; the exit code."""
+    """Run the study to ``opts.n_trials`` finished trials; the exit code.
+
+    SIGTERM stops it as Ctrl-C does: the workers stop, their running trials are
+    FAIL, and the exit code is 143 (Ctrl-C: 130).
+    """
+    with sigterm_as_interrupt():
+        try:
+            return _run_search(opts, out)
+        except Terminated:  # before or after the workers ran
+            print("search: terminated", file=sys.stderr)
+            return EXIT_TERMINATED
+
+
+def _run_search(opts: RunOptions, out: TextIO) -> int:
     from search.executors import WorkerError, make_executor
     from space import load_spec
     from trainers import load_cifar10
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view says what matters
     spec = load_spec(opts.study)
+    check_fits(spec)
     if opts.n_trials is None:
         opts = dataclasses.replace(opts, n_trials=spec.n_trials)
     assert opts.n_trials is not None
@@ -82,12 +167,13 @@ def run_search(opts: RunOptions, out: TextIO = sys.stdout) -> int:
 
     storage = open_storage(url, heartbeat=False)
     # Under the start lock: two commands starting the same new study at once must not
-    # both queue the baselines.
+    # both queue the baselines, nor both set the space's fingerprint.
     lock = StartLock(url, name)
     lock.acquire()
     try:
         study = optuna.create_study(study_name=name, storage=storage,
                                     directions=record.DIRECTIONS, load_if_exists=True)
+        check_space(study, spec, opts.allow_space_change, out)
         if not study.trials and opts.baselines:
             enqueue_baselines(study, spec, out)
     finally:
@@ -101,7 +187,10 @@ def run_search(opts: RunOptions, out: TextIO = sys.stdout) -> int:
     code = 0
     try:
         with make_executor(opts.executor, opts.ray_address) as executor:
-            place = executor.placement(opts.workers, opts.gpus_per_trial, opts.device)
+            place = executor.placement(opts.workers, opts.gpus_per_trial, opts.device,
+                                       trials_left=opts.n_trials - done)
+            if place.reduced:
+                print(place.reduced, file=out)
             configs = [WorkerConfig(study=opts.study, study_name=name, storage_url=url,
                                     n_trials=opts.n_trials, data=data_path, device=opts.device,
                                     seed=opts.seed, worker=i, timeout=opts.timeout,
@@ -112,9 +201,10 @@ def run_search(opts: RunOptions, out: TextIO = sys.stdout) -> int:
             print(f"trials   {done} of {opts.n_trials} finished already; {place.describe()}",
                   file=out, flush=True)
             executor.run_workers(configs, view.update)
-    except KeyboardInterrupt:
-        print("interrupted: workers stopped; run the same command to continue", file=out)
-        code = 130
+    except KeyboardInterrupt as err:
+        stop = "terminated" if isinstance(err, Terminated) else "interrupted"
+        print(f"{stop}: workers stopped; run the same command to continue", file=out)
+        code = EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
     except WorkerError as err:
         print(f"search: a worker failed: {err} (tracebacks of errors in the code: {log_dir}/ "
               "and the workers' stderr)", file=sys.stderr)

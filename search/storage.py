@@ -22,41 +22,86 @@ import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy.pool import NullPool
 
+from search.dburl import StorageError, engine_kwargs, error_detail, mask_url, parse_url
+
 STORAGE_ENV = "SEARCH_STORAGE"
 RUNS_DIR = Path("runs")
 HEARTBEAT_S = 10  # seconds between a running trial's heartbeats
 GRACE_S = 30  # a trial silent this long belongs to a dead worker: FAIL, then retried
 MAX_RETRY = 3  # re-runs of a dead worker's parameters
+CREATE_TRIES = 4  # opens of a new database whose tables another process is making too
+# Test and operations knobs: $SEARCH_HEARTBEAT_S and $SEARCH_GRACE_S replace the two
+# periods above (the fault tests shorten them, so that a dead worker shows in seconds).
+# Read each time a store is opened, so the workers (subprocesses, Ray tasks started
+# from this process) see them through the environment; every process of a study must.
+HEARTBEAT_ENV, GRACE_ENV = "SEARCH_HEARTBEAT_S", "SEARCH_GRACE_S"
 
 
-class StorageError(ValueError):
-    """A storage URL that cannot be used; the message masks the password."""
+def heartbeat_periods() -> tuple[float, float]:
+    """(heartbeat, grace) in seconds: `HEARTBEAT_S`, `GRACE_S` or their environment knobs.
+
+    Raises:
+        StorageError: a knob is not a number of seconds > 0, or the grace period is not
+            longer than the heartbeat period (a live trial would be failed between beats).
+    """
+    periods = []
+    for name, default in ((HEARTBEAT_ENV, HEARTBEAT_S), (GRACE_ENV, GRACE_S)):
+        text = os.environ.get(name, "").strip()
+        try:
+            value = float(text) if text else float(default)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value < float("inf"):
+            raise StorageError(f"${name}: must be a number of seconds > 0, got {text!r}")
+        periods.append(value)
+    heartbeat, grace = periods
+    if grace <= heartbeat:
+        raise StorageError(f"${GRACE_ENV}: the grace period ({grace:g} s) must be longer than "
+                           f"the heartbeat period ({heartbeat:g} s, ${HEARTBEAT_ENV})")
+    return heartbeat, grace
 
 
 def resolve_storage_url(url: str | None, study: str, *, create: bool = True) -> str:
     """``url``, else ``$SEARCH_STORAGE``, else ``sqlite:///runs/<study>/study.db``.
 
     Raises:
-        StorageError: ``create`` is False and the default SQLite file does not exist
-            (a command that only reads must not make an empty store).
+        StorageError: ``create`` is False and the SQLite file does not exist (a command
+            that only reads must not make an empty store, not even for a mistyped
+            ``--storage`` path); the study name is not a plain name (it names a folder
+            under ``runs/``); the store's folder cannot be made.
     """
+    from space.spec import study_name_problem
+
+    problem = study_name_problem(study)
+    if problem:
+        raise StorageError(f"study name: {problem}")
     url = url or os.environ.get(STORAGE_ENV) or ""
     if url:
+        path = sqlite_path(url)
+        if not create and path is not None and not path.exists():
+            raise StorageError(f"no store at {path}: the file does not exist (check the path "
+                               "of --storage, or $" + STORAGE_ENV + ")")
         return url
     path = (RUNS_DIR / study / "study.db").resolve()
     if not create and not path.exists():
         raise StorageError(f"no store at {path}: run `search run --study {study}` first, "
                            f"or pass --storage URL (or set ${STORAGE_ENV})")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StorageError(f"cannot make the store folder {path.parent}: "
+                           f"{err.strerror or err}") from None
     return f"sqlite:///{path}"
 
 
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, for printing."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        return "<unparseable storage URL>"
+def sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite URL; None for other databases and in-memory SQLite."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.database.startswith("file:"):  # an SQLite URI (?uri=true): left to SQLite
+        return None
+    return Path(parsed.database).resolve()
 
 
 class _Storage(RDBStorage):
@@ -82,18 +127,15 @@ def open_storage(url: str, *, heartbeat: bool = True) -> RDBStorage:
     ``GRACE_S`` old, and its parameters are enqueued again (up to ``MAX_RETRY``).
 
     Raises:
-        StorageError: the URL is malformed or the database cannot be reached.
+        StorageError: the URL is malformed, the database cannot be reached, or a
+            heartbeat knob is wrong (checked on every open, so the driver says so first).
     """
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        raise StorageError(f"storage: not a database URL: {mask_url(url)}") from None
-    engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
-    if parsed.get_backend_name() == "sqlite":
-        # Several worker processes share one file: wait for its lock, do not fail.
-        engine_kwargs["connect_args"] = {"timeout": 60}
-    else:
-        engine_kwargs["pool_recycle"] = 300
+    beat_s, grace_s = heartbeat_periods()
+    options = engine_kwargs(parse_url(url))
+    path = sqlite_path(url)
+    if path is not None and not path.parent.is_dir():
+        raise StorageError(f"store {path}: the folder {path.parent} does not exist "
+                           "or is not a folder")
     kwargs: dict[str, object] = {}
     try:
         with warnings.catch_warnings():
@@ -101,13 +143,21 @@ def open_storage(url: str, *, heartbeat: bool = True) -> RDBStorage:
             # worker; the retry callback's older name is deprecated.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if heartbeat:
-                kwargs = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
+                kwargs = {"heartbeat_interval": beat_s, "grace_period": grace_s,
                           "heartbeat_stale_trial_callback":
                               RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
-            return _Storage(url, engine_kwargs=engine_kwargs, **kwargs)  # type: ignore[arg-type]
+            for attempt in range(1, CREATE_TRIES):
+                try:
+                    return _Storage(url, engine_kwargs=options, **kwargs)  # type: ignore[arg-type]
+                except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                    # Two processes making Optuna's tables in a new database at once (two
+                    # `search run` on a fresh Postgres database): the loser's CREATE or
+                    # version row fails, but the tables are there now.
+                    time.sleep(0.2 * attempt)
+            return _Storage(url, engine_kwargs=options, **kwargs)  # type: ignore[arg-type]
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise StorageError(f"storage {mask_url(url)}: cannot open ({detail})") from None
+        where = path or mask_url(url)
+        raise StorageError(f"store {where}: cannot open ({error_detail(err, url)})") from None
 
 
 def load_study(url: str, name: str) -> optuna.Study:
@@ -155,17 +205,22 @@ class StartLock:
     """
 
     def __init__(self, url: str, study_name: str) -> None:
-        parsed = sqlalchemy.engine.make_url(url)
+        parsed = parse_url(url)
+        self._url = url
         self._backend = parsed.get_backend_name()
         self._key = zlib.crc32(f"search:{study_name}".encode()) & 0x7FFFFFFF
         self._path = Path(parsed.database or "") if self._backend == "sqlite" else None
-        self._engine = (sqlalchemy.create_engine(url, pool_pre_ping=True, poolclass=NullPool)
+        self._engine = (sqlalchemy.create_engine(url, poolclass=NullPool, **engine_kwargs(parsed))
                         if self._backend == "postgresql" else None)
         self._held: object = None
 
     def acquire(self) -> None:
         if self._path is not None and str(self._path) not in ("", ":memory:"):
-            handle = open(f"{self._path}.lock", "a+b")
+            try:
+                handle = open(f"{self._path}.lock", "a+b")
+            except OSError as err:  # a read-only store folder, say
+                raise StorageError(f"store {self._path}: cannot create the lock file beside "
+                                   f"it: {err.strerror or err}") from None
             fcntl.flock(handle, fcntl.LOCK_EX)
             self._held = handle
         elif self._engine is not None:
@@ -175,9 +230,10 @@ class StartLock:
                     conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
                     self._held = conn
                     return
-                except sqlalchemy.exc.OperationalError:
+                except sqlalchemy.exc.OperationalError as err:
                     if attempt == 4:
-                        raise
+                        raise StorageError(f"store {mask_url(self._url)}: cannot take the start "
+                                           f"lock ({error_detail(err, self._url)})") from err
                     time.sleep(2.0)
 
     def release(self) -> None:

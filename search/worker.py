@@ -15,7 +15,9 @@ trials in a row the worker stops with `TrainerBug` (and the search with it).
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -35,8 +37,16 @@ if TYPE_CHECKING:
     from trainers.protocol import Trainer
 
 POLL_S = 5.0  # seconds between looks at the store while waiting for other workers
+
+
+def wait_s() -> float:
+    """`POLL_S`, or ``$SEARCH_POLL_S`` where set (tests shorten every wait with it)."""
+    from search.executors.base import POLL_ENV, poll_s
+
+    return poll_s() if os.environ.get(POLL_ENV, "").strip() else POLL_S
 STORE_OUTAGE_S = 600.0  # how long a worker waits for an unreachable store before giving up
 MAX_BUGS = 3  # trials in a row failed by a bug before the worker stops
+MAX_EXHAUSTED = 3  # trials in a row for which the sampler found nothing within the budget
 # What a database that went away raises, directly or wrapped by Optuna.
 STORE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
 
@@ -71,6 +81,12 @@ class TrialFailure(Exception):
 
 class TrainerBug(RuntimeError):
     """`MAX_BUGS` trials in a row failed with an exception that is not the trial's own."""
+
+
+class NothingFits(RuntimeError):
+    """The budget-aware sampler found no proposal within the budget for `MAX_EXHAUSTED`
+    trials in a row: a search would only prune (`search run` refuses a space where
+    nothing fits at all before it starts; this catches one where hardly anything does)."""
 
 
 def own_failures() -> tuple[type[BaseException], ...]:
@@ -183,16 +199,19 @@ def run_worker(cfg: WorkerConfig) -> int:
     from trainers import load_cifar10
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # failures with their tracebacks
+    quiet_interrupts()
     if cfg.cpu_threads:
         import torch
 
         torch.set_num_threads(cfg.cpu_threads)
     spec = load_spec(cfg.study)
     data = load_cifar10(cfg.data)
-    # Each worker its own seed, or they would all propose the same candidates.
+    storage = open_storage(cfg.storage_url)
     base_seed = cfg.seed if cfg.seed is not None else spec.sampler.get("seed")
-    seed = None if base_seed is None else base_seed + cfg.worker
-    study = optuna.load_study(study_name=cfg.study_name, storage=open_storage(cfg.storage_url),
+    seed = None if base_seed is None else sampler_seed(
+        base_seed, cfg.worker, len(storage.get_all_trials(
+            storage.get_study_id_from_name(cfg.study_name), deepcopy=False)))
+    study = optuna.load_study(study_name=cfg.study_name, storage=storage,
                               sampler=make_sampler(spec, seed=seed), pruner=make_pruner(spec))
     lock = StartLock(cfg.storage_url, cfg.study_name)
     objective = Objective(cfg, spec, data, on_start=lock.release)
@@ -222,17 +241,22 @@ def run_worker(cfg: WorkerConfig) -> int:
             outage_since = outage_since or time.monotonic()
             if time.monotonic() - outage_since > STORE_OUTAGE_S:
                 raise
-            log(cfg, f"store unreachable ({type(err).__name__}); retrying in {POLL_S:g} s")
-            time.sleep(POLL_S)
+            log(cfg, f"store unreachable ({type(err).__name__}); retrying in {wait_s():g} s")
+            time.sleep(wait_s())
             continue
         outage_since = None
         if step == "done":
             break
         if step == "wait":
-            time.sleep(POLL_S)
+            time.sleep(wait_s())
             continue
         ran += 1
         bugs = 0
+        if getattr(study.sampler, "exhausted_in_a_row", 0) >= MAX_EXHAUSTED:
+            raise NothingFits(
+                f"the sampler found no architecture within the budget of {spec.budget:,} "
+                f"parameters for {MAX_EXHAUSTED} trials in a row: allow smaller networks in "
+                "the study file's [arch] or raise study.budget")
     return ran
 
 
@@ -260,6 +284,37 @@ def _next_trial(study: optuna.Study, objective: Objective, lock: Any, n_trials: 
         lock.release()
 
 
+def sampler_seed(seed: int, worker: int, trials: int) -> int:
+    """The sampler seed of worker ``worker`` of a run with ``seed``, in a study that holds
+    ``trials`` trials already.
+
+    Each worker its own seed, or they would all propose the same candidates; and a
+    resumed study a new one, or its sampler would propose the first run's candidates
+    again. A new study keeps ``seed + worker``, so that a seeded search repeats.
+    """
+    if trials == 0:
+        return seed + worker
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}/{worker}/{trials}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Drops Optuna's "Trial N failed" warning for an interrupted trial: its traceback
+    (70 lines deep in the trainer) is no news after Ctrl-C, which says it in one line."""
+
+    def filter(self, rec: logging.LogRecord) -> bool:
+        return not (rec.exc_info and isinstance(rec.exc_info[1], KeyboardInterrupt))
+
+
+def quiet_interrupts() -> None:
+    """Install `_NoInterruptTraceback` on Optuna's log handlers (once)."""
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _NoInterruptTraceback) for f in handler.filters):
+            handler.addFilter(_NoInterruptTraceback())
+
+
 def _store_failure(err: BaseException) -> bool:
     """The store's fault: a database error, or any error raised while handling one (Optuna
     may fail in its own error handling when the database is gone)."""
@@ -277,14 +332,27 @@ def log(cfg: WorkerConfig, message: str) -> None:
     print(f"worker {cfg.worker} (pid {os.getpid()}): {message}", file=sys.stderr, flush=True)
 
 
+def _stop_once(signum: int, frame: Any) -> None:
+    """The driver's SIGTERM: an interrupt, so that Optuna marks the running trial FAIL;
+    later ones are ignored, so that nothing interrupts that."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def worker_main(cfg: WorkerConfig) -> None:
     """Process entry point for the local executor: an exit code the driver reports (the
-    traceback, if any, goes to the worker's stderr)."""
+    traceback, if any, goes to the worker's stderr).
+
+    The driver stops a worker with SIGTERM; the worker starts with SIGINT ignored,
+    so that a terminal's Ctrl-C, sent to every process of the command, reaches the
+    driver only, and the worker is interrupted once, not twice.
+    """
+    signal.signal(signal.SIGTERM, _stop_once)
     try:
         run_worker(cfg)
     except KeyboardInterrupt:
         sys.exit(130)
-    except TrainerBug as err:  # the tracebacks are in the log already
+    except (TrainerBug, NothingFits) as err:  # tracebacks, if any, are in the log already
         log(cfg, str(err))
         sys.exit(1)
     except Exception as err:  # reported by the driver; the worker's detail goes to stderr

@@ -104,6 +104,8 @@ class BudgetAwareSampler(BaseSampler):
         draws: proposals drawn so far, in this process.
         served: trials served so far.
         exhausted: trials for which no proposal fitted.
+        exhausted_in_a_row: the latest trials for which none fitted (a space where
+            hardly anything fits the budget: the search should stop, not prune on).
     """
 
     def __init__(self, base: BaseSampler, propose: Callable[[Suggester], ArchConfig],
@@ -118,6 +120,7 @@ class BudgetAwareSampler(BaseSampler):
         self.draws = 0
         self.served = 0
         self.exhausted = 0
+        self.exhausted_in_a_row = 0
 
     @property
     def base(self) -> BaseSampler:
@@ -138,9 +141,11 @@ class BudgetAwareSampler(BaseSampler):
             arch = self._propose(proposal)
             self.draws += 1
             if all(budget.fits(arch) for budget in self._budgets):
+                self.exhausted_in_a_row = 0
                 break
         else:
             self.exhausted += 1
+            self.exhausted_in_a_row += 1
         self.served += 1
         self._pending[trial.number] = proposal.params
         return relative

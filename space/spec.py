@@ -90,6 +90,25 @@ class StudySpec:
         """What an architecture must stay within: the parameter budget."""
         return [Budget("parameters", count_params, self.budget)]
 
+    def fingerprint(self) -> str:
+        """A short hash of what a trial may draw: the ``[arch]`` and ``[train]`` spaces
+        and the budget (not the name, description, n_trials, [final], sampler or pruner).
+
+        A study keeps it, so that a changed file cannot quietly mix two spaces in one study.
+        """
+        import hashlib
+        import json
+
+        def canonical(dims: dict[str, Dim]) -> dict[str, Any]:
+            return {key: {**{k: v for k, v in dataclasses.asdict(dim).items()
+                             if k not in ("key", "tp")}, "tp": getattr(dim.tp, "__name__",
+                                                                       str(dim.tp))}
+                    for key, dim in sorted(dims.items())}
+
+        text = json.dumps({"arch": canonical(self.arch), "train": canonical(self.train),
+                           "budget": self.budget}, sort_keys=True, default=repr)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     # -- sampling -------------------------------------------------------------
 
     def sample_arch(self, trial: Suggester) -> ArchConfig:
@@ -156,6 +175,15 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 # -- loading ----------------------------------------------------------------------
 
 
+def study_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a study, or None: it becomes a folder under ``runs/``, so
+    no path (``../x``) may pass; the file's ``[study].name`` and ``--study-name`` share this."""
+    if NAME_RE.fullmatch(name):
+        return None
+    return f"must be letters, digits, '.', '_' or '-', starting with a letter or digit, " \
+        f"got {name!r}"
+
+
 def builtin_studies() -> list[str]:
     """Names of the study files shipped in ``space/studies``."""
     files = resources.files("space").joinpath("studies").iterdir()
@@ -183,6 +211,10 @@ def load_spec(name_or_path: str | Path) -> StudySpec:
         where = f"built-in study {text_name!r}"
         text = resource.read_text(encoding="utf-8")
         default_name = text_name
+    elif path.is_dir():
+        raise SpecError(f"{text_name}: is a directory, not a study file")
+    elif path.exists():  # a FIFO or a device: reading it could block for good
+        raise SpecError(f"{text_name}: is not a regular file (a study file is TOML text)")
     else:
         if path.suffix == ".toml" or path.parent != Path("."):
             raise SpecError(f"{text_name}: no such study file")
@@ -226,9 +258,9 @@ def parse_spec(raw: dict[str, Any], *, where: str, default_name: str) -> StudySp
 
     study = read_options(where, "study", tables["study"], STUDY_OPTIONS)
     name = study.get("name", default_name)
-    if not NAME_RE.fullmatch(name):
-        raise SpecError(f"{where}: study.name: must be letters, digits, '.', '_' or '-', "
-                        f"got {name!r}")
+    problem = study_name_problem(name)
+    if problem:
+        raise SpecError(f"{where}: study.name: {problem}")
 
     arch = parse_arch(where, tables["arch"]).dims
     train = _parse_train(where, tables["train"])

@@ -6,7 +6,7 @@ import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -75,6 +75,33 @@ class RandomSuggester:
 SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
+def missing(reason: str, variable: str) -> NoReturn:
+    """Skip a test whose prerequisite is absent, or fail it when ``variable`` is set.
+
+    CI sets the variables (SEARCH_REQUIRE_SHARED_DATA, SEARCH_REQUIRE_POSTGRES,
+    SEARCH_REQUIRE_BROWSER), where a silent skip would pass a suite that tested nothing.
+    """
+    if os.environ.get(variable, "") not in ("", "0"):
+        pytest.fail(f"{reason}; {variable} is set", pytrace=False)
+    pytest.skip(reason)
+
+
+def need_shared_archive() -> Path:
+    """The shared archive; skips the test without it (fails under SEARCH_REQUIRE_SHARED_DATA)."""
+    if not SHARED_ARCHIVE.exists():
+        missing(f"{SHARED_ARCHIVE} is missing", "SEARCH_REQUIRE_SHARED_DATA")
+    return SHARED_ARCHIVE
+
+
+@pytest.fixture(scope="session")
+def shared_archive() -> Path:
+    """For whole modules: ``pytestmark = pytest.mark.usefixtures("shared_archive")``.
+
+    Session-scoped, so that it runs before the modules' own module-scoped fixtures.
+    """
+    return need_shared_archive()
+
+
 @pytest.fixture(scope="session")
 def cifar_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private data cache for the test session (tests set $SEARCH_CACHE to it)."""
@@ -86,8 +113,4 @@ def cifar_jpeg(cifar_cache: Path) -> CifarData:
     """The shared archive, decoded once per test session into the private cache."""
     from trainers.data import load_cifar10
 
-    if not SHARED_ARCHIVE.exists():
-        if os.environ.get("SEARCH_REQUIRE_SHARED_DATA"):
-            pytest.fail(f"{SHARED_ARCHIVE} is missing")
-        pytest.skip(f"{SHARED_ARCHIVE} is missing")
-    return load_cifar10(SHARED_ARCHIVE, cache_dir=cifar_cache)
+    return load_cifar10(need_shared_archive(), cache_dir=cifar_cache)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from types import ModuleType
 import pytest
 
 from models import BASELINES, count_flops, count_params
-from tests.conftest import SHARED_ARCHIVE
+from tests.conftest import need_shared_archive
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_bench.py"
@@ -26,11 +25,7 @@ PATH_KEYS = ("images_per_s", "seconds_per_epoch", "achieved_tflops", "fraction_o
 
 @pytest.fixture
 def archive() -> Path:
-    if not SHARED_ARCHIVE.exists():
-        if os.environ.get("SEARCH_REQUIRE_SHARED_DATA"):
-            pytest.fail(f"{SHARED_ARCHIVE} is missing")
-        pytest.skip(f"{SHARED_ARCHIVE} is missing")
-    return SHARED_ARCHIVE
+    return need_shared_archive()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ A run folder (``runs/<study>/trial-<N>/``, written by `search promote`) holds::
     confusion.png        the test set's confusion matrix
     summary.json         test accuracy overall and per class, size, time, device
     eval-<data>/         `search evaluate`: evaluation.json and confusion.png
+    promote.lock         who trains into the folder (pid, host, start); see `locked`
 
 and a study's report (``runs/<study>/``) ``pareto.png`` and ``report.md``.
 
@@ -21,10 +22,15 @@ weights files are written and read by `trainers.checkpoint` and
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
-from collections.abc import Mapping, Sequence
+import os
+import socket
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +48,7 @@ EVALUATION = "evaluation.json"
 EVAL_PREFIX = "eval-"
 PARETO = "pareto.png"  # a study's report
 REPORT = "report.md"
+LOCK = "promote.lock"
 
 OUTPUTS = (CONFIG, MODEL, METRICS, CURVES, CONFUSION, SUMMARY)  # what a finished run holds
 CHECKPOINTS = (CHECKPOINT, PREV_CHECKPOINT)
@@ -51,6 +58,58 @@ METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr
 
 class CheckpointError(ValueError):
     """A checkpoint or run folder that cannot be used: unreadable, or for another run."""
+
+
+class RunFolderLocked(CheckpointError):
+    """Another live process holds the run folder's lock; ``holder`` says who, if known."""
+
+    def __init__(self, folder: Path, holder: dict[str, Any]) -> None:
+        self.folder, self.holder = folder, holder
+        who = (f"pid {holder.get('pid')} on {holder.get('host')}, since "
+               f"{holder.get('started')}" if holder.get("pid") else "holder unknown")
+        what = holder.get("what") or "another command"
+        super().__init__(f"{folder}: in use by {what} ({who})")
+
+
+# -- the lock ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def locked(folder: Path, what: str) -> Iterator[None]:
+    """Hold ``folder``'s lock for the block, or raise `RunFolderLocked` naming its holder.
+
+    An advisory ``flock`` on ``folder/promote.lock``, which then names this process.
+    The kernel drops the lock when its process ends, however it ends, so the file a
+    killed run leaves behind blocks nobody; the file itself stays.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunFolderLocked(folder, _holder(path)) from None
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
+              "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _holder(path: Path, wait_s: float = 2.0) -> dict[str, Any]:
+    """What the lock's holder wrote into it (it writes just after taking the lock)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            holder = json.loads(path.read_text())
+            if isinstance(holder, dict):
+                return holder
+        if time.monotonic() > deadline:
+            return {}
+        time.sleep(0.05)
 
 
 # -- locations ---------------------------------------------------------------------------

@@ -193,7 +193,8 @@ def fit(
         device: ``"cuda"``, ``"cpu"``, ...; default: CUDA if present.
         report: called after each epoch as ``report(epoch, metrics)`` with
             ``val_acc``, ``val_loss``, ``train_loss``, ``train_acc``, ``lr``,
-            ``seconds`` and ``images_per_s``; returning True stops the run.
+            ``seconds`` and ``images_per_s``; returning True stops the run. It
+            runs after that epoch's checkpoint is written, never before.
         checkpoint_dir: where to write a checkpoint every ``checkpoint_every``
             epochs (and after the last); a checkpoint already there is resumed.
         deterministic: use deterministic kernels, so a resumed run ends with the
@@ -256,6 +257,17 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
             first_epoch = resumed_from + 1
             log(f"resuming from the checkpoint of epoch {resumed_from} in {ckpt_dir}")
 
+    def save(epoch: int) -> None:
+        assert ckpt_dir is not None
+        save_checkpoint({
+            "epoch": epoch, "arch": arch.to_dict(), "train": train_cfg.to_dict(),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "ema": ema.model.state_dict() if ema is not None else None,
+            "rng": rng_state({"device_gen": gen.get_state(), "host_rng": host_rng.getstate()}),
+            "history": history, "code_version": code_version(), "data_digest": data.digest,
+        }, ckpt_dir)
+
     eval_model = ema.model if ema is not None else model
     stopped = False
     epoch = first_epoch - 1
@@ -274,20 +286,16 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
             "images_per_s": len(loader) * loader.batch_size / max(train_seconds, 1e-9),
         }
         history.append(metrics)
-        last = epoch == train_cfg.epochs
+        # The checkpoint comes before the report: whatever the report writes of this
+        # epoch (promote's metrics.csv) must never run ahead of what a resume finds.
+        saved = ckpt_dir is not None and (epoch % checkpoint_every == 0
+                                          or epoch == train_cfg.epochs)
+        if saved:
+            save(epoch)
         stopped = bool(report(epoch, metrics)) if report is not None else False
-        if ckpt_dir is not None and (epoch % checkpoint_every == 0 or last or stopped):
-            save_checkpoint({
-                "epoch": epoch, "arch": arch.to_dict(), "train": train_cfg.to_dict(),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "ema": ema.model.state_dict() if ema is not None else None,
-                "rng": rng_state({"device_gen": gen.get_state(),
-                                  "host_rng": host_rng.getstate()}),
-                "history": history, "code_version": code_version(),
-                "data_digest": data.digest,
-            }, ckpt_dir)
         if stopped:
+            if ckpt_dir is not None and not saved:
+                save(epoch)
             break
     return FitResult(
         model=eval_model, history=history, epochs=epoch, stopped=stopped,

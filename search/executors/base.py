@@ -9,6 +9,7 @@ cluster). The CLI's ``--executor`` choices come from `EXECUTORS`.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -20,6 +21,8 @@ Tick = Callable[[], None]
 T = TypeVar("T")
 INTERRUPT_WAIT_S = 60  # how long interrupted workers get to mark their trials
 POLL_S = 2.0  # seconds between looks at the running workers
+# A test and operations knob: $SEARCH_POLL_S replaces POLL_S (read at each use).
+POLL_ENV = "SEARCH_POLL_S"
 RESPAWNS = 3  # restarts of a worker killed by a signal (Ray: retries of its task)
 
 
@@ -40,11 +43,30 @@ class Placement:
     cpus_per_worker: float  # CPU share per worker (fractions allowed on Ray)
     cpu_threads: int | None  # torch threads per worker; None: torch's default
     where: str  # "this machine", "Ray cluster at ..."
+    reduced: str = ""  # why fewer workers start than were asked for; "" if none were cut
 
     def describe(self) -> str:
         held = (f"{self.gpus_per_worker:g} GPU each" if self.gpus_per_worker
                 else f"CPU, {self.cpu_threads} thread(s) each")
         return f"{self.workers} worker(s) on {self.where}, {held}"
+
+
+def poll_s() -> float:
+    """`POLL_S`, or ``$SEARCH_POLL_S`` where set.
+
+    Raises:
+        PlacementError: the knob is not a number of seconds > 0.
+    """
+    text = os.environ.get(POLL_ENV, "").strip()
+    if not text:
+        return POLL_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise PlacementError(f"${POLL_ENV}: must be a number of seconds > 0, got {text!r}")
+    return value
 
 
 class Executor(abc.ABC):
@@ -73,9 +95,12 @@ class Executor(abc.ABC):
         """Release what this executor started (a local Ray instance, say)."""
 
     @abc.abstractmethod
-    def placement(self, workers: int | None, gpus_per_worker: float,
-                  device: str | None) -> Placement:
-        """How many workers (``workers``, else one per GPU, else 1) and what each holds."""
+    def placement(self, workers: int | None, gpus_per_worker: float, device: str | None,
+                  trials_left: int | None = None) -> Placement:
+        """How many workers (``workers``, else one per GPU share, else 1) and what each holds.
+
+        Never more than ``trials_left`` nor than the machines hold (see `fit_workers`).
+        """
 
     @abc.abstractmethod
     def run_workers(self, configs: list[WorkerConfig], tick: Tick) -> None:
@@ -88,6 +113,34 @@ class Executor(abc.ABC):
 
         ``fn`` and ``arg`` must pickle; the task's own exception is re-raised here.
         """
+
+
+def fit_workers(requested: int | None, default: int, room: int, room_text: str,
+                trials_left: int | None) -> tuple[int, str]:
+    """Workers to start: ``requested`` (else ``default``), at most ``room`` (what the
+    machines hold: each worker is a process of ~100 MB or more, and more workers than
+    cores or GPU shares only compete) and at most the trials left; with the reason
+    when a request was cut, as the line `search run` prints.
+    """
+    limits = [(room, room_text)]
+    if trials_left is not None:
+        limits.insert(0, (trials_left, f"{trials_left} trial{'s' if trials_left != 1 else ''} "
+                                       "left"))
+    n = max(1, min(requested or default, *(limit for limit, _ in limits)))
+    if not requested or n >= requested:
+        return n, ""
+    return n, (f"workers  {requested} requested, {n} started "
+               f"({', '.join(text for _, text in limits)})")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, e.g. a container's cpuset)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 EXECUTORS: dict[str, type[Executor]] = {}

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from search.executors.base import (
     INTERRUPT_WAIT_S,
-    POLL_S,
     RESPAWNS,
     Executor,
     Placement,
@@ -24,6 +23,8 @@ from search.executors.base import (
     T,
     Tick,
     WorkerError,
+    fit_workers,
+    poll_s,
     register_executor,
 )
 
@@ -106,24 +107,30 @@ class RayExecutor(Executor):
             ray.shutdown()
         self._started = None
 
-    def placement(self, workers: int | None, gpus_per_worker: float,
-                  device: str | None) -> Placement:
+    def placement(self, workers: int | None, gpus_per_worker: float, device: str | None,
+                  trials_left: int | None = None) -> Placement:
         import ray
 
         self._join()
         total = ray.cluster_resources()
         gpus = float(total.get("GPU", 0.0)) if device != "cpu" else 0.0
         if gpus:
-            n = workers or max(1, int(gpus // gpus_per_worker))
-            return Placement(n, gpus_per_worker, 0.0, None, self.where)
-        n = workers or 1
+            room = int(gpus // gpus_per_worker + 1e-9)
+            if room < 1:  # Ray would wait for the GPUs for ever
+                raise PlacementError(f"--gpus-per-trial {gpus_per_worker:g}: the {self.where} "
+                                     f"has {gpus:g} GPU(s)")
+            n, reduced = fit_workers(workers, room, room,
+                                     f"{gpus:g} GPU(s) at {gpus_per_worker:g} each", trials_left)
+            return Placement(n, gpus_per_worker, 0.0, None, self.where, reduced)
         # A CPU share that fits on one node, so that K workers on fewer cores all run at once.
         node_cpus = max((float(node["Resources"].get("CPU", 0.0)) for node in ray.nodes()
                          if node["Alive"]), default=0.0)
         if node_cpus <= 0:
             raise PlacementError(f"the {self.where} has neither GPUs nor CPUs to run workers on")
+        cpus = max(1, int(total.get("CPU", 0.0)))
+        n, reduced = fit_workers(workers, 1, cpus, f"{cpus} CPU cores", trials_left)
         share = min(float(total.get("CPU", 0.0)) / n, node_cpus)
-        return Placement(n, 0.0, share, max(1, int(share)), self.where)
+        return Placement(n, 0.0, share, max(1, int(share)), self.where, reduced)
 
     def run_workers(self, configs: list[WorkerConfig], tick: Tick) -> None:
         """Each worker's resources come from ``cfg.placement``; a worker process that dies
@@ -143,7 +150,7 @@ class RayExecutor(Executor):
         try:
             while pending:
                 tick()
-                ready, pending = ray.wait(pending, timeout=POLL_S)
+                ready, pending = ray.wait(pending, timeout=poll_s())
                 errors += [e for e in map(_error_of, ready) if e]
                 if errors and pending:  # a worker gave up: the others would meet the same
                     for ref in pending:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TextIO
 
-from search.args import int_at_least, store_arguments, study_from_store
+from search.args import int_at_least, store_arguments, study_from_store, study_name
 
 
 def add_result_commands(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,8 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
     promote.add_argument("trial", type=int_at_least(0), metavar="TRIAL", help="trial number")
     promote.add_argument("--study", default="resnet-budget", help="built-in name or study file")
     promote.add_argument("--storage", metavar="URL", help="store URL (as for run)")
-    promote.add_argument("--study-name", help="name in the store (default: the study file's)")
+    promote.add_argument("--study-name", type=study_name,
+                         help="name in the store (default: the study file's)")
     promote.add_argument("--epochs", type=int_at_least(1),
                          help="epochs (default: the study file's [final] epochs)")
     promote.add_argument("--data", metavar="PATH", help="CIFAR-10 data (as for run)")

@@ -15,6 +15,7 @@ from typing import TextIO
 
 import numpy as np
 
+from search.args import UsageError
 from trainers import rundir
 from trainers.inference import ClassReport, LoadedModel, load_model
 
@@ -56,6 +57,8 @@ def evaluate_run(model_path: str, data: str | None, out_dir: str | None,
     from trainers.locate import find_data
 
     path = Path(model_path).expanduser()
+    if out_dir and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UsageError(f"--out {out_dir}: is a file, not a directory")  # before the work
     loaded = load_model(path, _device(device))
     source = find_data(data or default_data(path))
     dataset = load_cifar10(source, progress=lambda m: print(f"data     {m}", file=out,
@@ -64,13 +67,17 @@ def evaluate_run(model_path: str, data: str | None, out_dir: str | None,
                             device=loaded.device)
     report = class_report(dataset.test_labels, logits.argmax(1), dataset.classes)
     folder = Path(out_dir) if out_dir else rundir.eval_dir(rundir.folder_of(path), source)
-    png = plot_confusion(report.confusion, dataset.classes, _mkdir(folder) / rundir.CONFUSION,
-                         title=f"{loaded.arch.describe()}\n{dataset.source}: test accuracy "
-                               f"{100 * report.accuracy:.2f}%")
-    json_path = rundir.write_evaluation(folder, {
-        "model": str(loaded.source), "data_source": dataset.source,
-        "data_digest": dataset.digest, "test_images": len(dataset.test_labels),
-        "tta_flip": _tta(loaded), **report.to_dict()})
+    try:
+        png = plot_confusion(report.confusion, dataset.classes,
+                             _mkdir(folder, "--out") / rundir.CONFUSION,
+                             title=f"{loaded.arch.describe()}\n{dataset.source}: test accuracy "
+                                   f"{100 * report.accuracy:.2f}%")
+        json_path = rundir.write_evaluation(folder, {
+            "model": str(loaded.source), "data_source": dataset.source,
+            "data_digest": dataset.digest, "test_images": len(dataset.test_labels),
+            "tta_flip": _tta(loaded), **report.to_dict()})
+    except OSError as err:
+        raise UsageError(f"{folder}: cannot write the evaluation: {_why(err)}") from None
     return Evaluation(report, loaded, dataset.source, png, json_path)
 
 
@@ -97,6 +104,10 @@ def predict_file(model_path: str, input_path: str, out_csv: str, device: str | N
     from trainers.inference import predict_logits
     from trainers.safeio import atomic_writer
 
+    target = Path(out_csv)
+    if target.is_dir():  # before the model runs: the CSV could not be written
+        raise UsageError(f"--out {out_csv}: is a directory; name a CSV file (such as "
+                         f"{target / 'submission.csv'})")
     loaded = load_model(Path(model_path), _device(device))
     images, ids = read_unlabeled(input_path)
     labels = predict_logits(loaded.model, images, tta_flip=_tta(loaded),
@@ -106,10 +117,12 @@ def predict_file(model_path: str, input_path: str, out_csv: str, device: str | N
     writer.writerow(("ID", "Labels"))
     for image_id, label in zip(ids.tolist(), labels.tolist(), strict=True):
         writer.writerow((image_id, int(label)))
-    target = Path(out_csv)
-    _mkdir(target.parent)
-    with atomic_writer(target) as f:
-        f.write(text.getvalue().encode())
+    try:
+        _mkdir(target.parent, "--out")
+        with atomic_writer(target) as f:
+            f.write(text.getvalue().encode())
+    except OSError as err:
+        raise UsageError(f"--out {out_csv}: cannot write it: {_why(err)}") from None
     counts = np.bincount(labels, minlength=10)
     print(f"model    {loaded.source}: {loaded.arch.describe()}", file=out)
     print(f"input    {input_path}: {len(ids):,} images", file=out)
@@ -118,6 +131,13 @@ def predict_file(model_path: str, input_path: str, out_csv: str, device: str | N
     return len(ids)
 
 
-def _mkdir(folder: Path) -> Path:
+def _mkdir(folder: Path, option: str) -> Path:
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {folder}: is a file, not a directory")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _why(err: OSError) -> str:
+    why = err.strerror or str(err) or type(err).__name__
+    return why[:1].lower() + why[1:]

@@ -21,6 +21,7 @@ gets ``promoted_test_acc`` and ``promoted_run_dir`` (`search.record.promoted_att
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import sys
 import time
@@ -94,23 +95,53 @@ def promote(opts: PromoteOptions, out: TextIO = sys.stdout) -> int:
           f"{final.batch_size}, {'all' if not final.train_subset else final.train_subset} "
           f"training images", file=out)
     print(f"output   {run_dir}", file=out, flush=True)
-    if opts.restart and (removed := rundir.discard(run_dir)):
-        print(f"restart  removed {', '.join(removed)}", file=out)
     job = PromoteJob(arch=arch.to_dict(), train=final.to_dict(), data=data,
                      run_dir=str(run_dir.resolve()), device=opts.device, study=name,
                      trial=trial.number, storage=mask_url(url), tty=out.isatty())
-    if opts.ray_address:
-        summary, files = _on_ray(job, opts.ray_address, out)
-        rundir.write_outputs(run_dir, files)
-    else:
-        summary = train_and_write(job, out)
-    set_finished_trial_attrs(url, name, trial.number,
-                             record.promoted_attrs(summary, str(run_dir.resolve())))
+    try:
+        # One promote per run folder: a second one would train beside it and both
+        # would overwrite each other's checkpoints and outputs.
+        with rundir.locked(run_dir, f"promote of trial {trial.number}"):
+            if opts.restart and (removed := rundir.discard(run_dir)):
+                print(f"restart  removed {', '.join(removed)}", file=out)
+            if opts.ray_address:
+                summary, files = _on_ray(job, opts.ray_address, out)
+                rundir.write_outputs(run_dir, files)
+            else:
+                summary = train_and_write(job, out)
+            set_finished_trial_attrs(url, name, trial.number,
+                                     record.promoted_attrs(summary, str(run_dir.resolve())))
+    except rundir.RunFolderLocked as err:
+        raise PromoteError(f"{err}; wait for it to finish, or stop it") from None
+    except (OSError, RuntimeError) as err:
+        if (cause := os_error(err)) is None:
+            raise
+        raise PromoteError(write_failure(run_dir, cause)) from None
     print(f"test     accuracy {100 * summary['test_acc']:.2f}% on "
           f"{summary['test_images']:,} test images; written to the trial as "
           f"{record.PROMOTED_TEST_ACC}", file=out)
     print(f"done     {run_dir}/: {', '.join(rundir.OUTPUTS)}", file=out)
     return 0
+
+
+def os_error(err: BaseException) -> OSError | None:
+    """The file system's OSError behind ``err`` (torch.save, for one, turns a full disk
+    into a RuntimeError); None for others, such as a closed pipe or a lost connection."""
+    seen: BaseException | None = err
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__cause__ or seen.__context__
+    return None if isinstance(seen, (ConnectionError, TimeoutError)) else seen
+
+
+def write_failure(run_dir: Path, err: OSError) -> str:
+    """One line for a failed write: the folder (or the file outside it), and why."""
+    why = err.strerror or str(err) or type(err).__name__
+    why = why[:1].lower() + why[1:]
+    hint = "free some space" if err.errno == errno.ENOSPC else "fix it"
+    hint = f"; {hint} and run the same command to resume from the last checkpoint"
+    if err.filename and not Path(str(err.filename)).resolve().is_relative_to(run_dir.resolve()):
+        return f"{err.filename}: {why}{hint}"
+    return f"{run_dir}: cannot write the run folder: {why}{hint}"
 
 
 def find_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:

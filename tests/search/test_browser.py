@@ -34,6 +34,8 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState, create_trial
 
+from tests.conftest import missing as gate
+
 SEARCH = Path(sys.executable).parent / "search"
 CHROMIUM = Path("/usr/bin/chromium")
 # --disable-dev-shm-usage: containers often have a 64 MB /dev/shm, where Chromium's
@@ -61,10 +63,6 @@ PRUNED = [
 ]
 
 
-def _browser_required() -> bool:
-    return os.environ.get("SEARCH_REQUIRE_BROWSER", "") not in ("", "0")
-
-
 def _need_browser() -> None:
     missing = []
     if not CHROMIUM.exists():
@@ -72,10 +70,7 @@ def _need_browser() -> None:
     if importlib.util.find_spec("playwright") is None:
         missing.append("the playwright package (pip install playwright)")
     if missing:
-        reason = "the browser test needs " + " and ".join(missing)
-        if _browser_required():
-            pytest.fail(f"{reason}; SEARCH_REQUIRE_BROWSER is set", pytrace=False)
-        pytest.skip(reason)
+        gate("the browser test needs " + " and ".join(missing), "SEARCH_REQUIRE_BROWSER")
 
 
 def _artifact_dir(tmp_path: Path) -> Path:

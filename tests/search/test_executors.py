@@ -20,7 +20,7 @@ from search.executors import (
     register_executor,
 )
 from search.worker import WorkerConfig, run_worker
-from tests.conftest import SHARED_ARCHIVE
+from tests.conftest import SHARED_ARCHIVE, need_shared_archive
 
 
 class InlineExecutor(Executor):
@@ -29,8 +29,8 @@ class InlineExecutor(Executor):
     name = "inline-test"
     ran: ClassVar[list[int]] = []
 
-    def placement(self, workers: int | None, gpus_per_worker: float,
-                  device: str | None) -> Placement:
+    def placement(self, workers: int | None, gpus_per_worker: float, device: str | None,
+                  trials_left: int | None = None) -> Placement:
         return Placement(workers or 1, 0.0, 1.0, 1, "this process")
 
     def run_workers(self, configs: list[WorkerConfig], tick: Callable[[], None]) -> None:
@@ -80,8 +80,7 @@ def test_an_unknown_executor_and_a_second_registration_are_refused() -> None:
 
 def test_a_registered_executor_runs_a_search_from_the_cli(inline: type[InlineExecutor],
                                                           tmp_path: Path) -> None:
-    if not SHARED_ARCHIVE.exists():
-        pytest.skip(f"{SHARED_ARCHIVE} is missing")
+    need_shared_archive()
     url = f"sqlite:///{tmp_path / 'study.db'}"
     code = main(["run", "--study", "smoke", "--storage", url, "--n-trials", "4",
                  "--executor", "inline-test", "--workers", "2", "--data", str(SHARED_ARCHIVE),

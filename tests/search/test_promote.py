@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import pickle
+import resource
 import signal
 import subprocess
 import sys
@@ -27,13 +29,28 @@ from search.cli import main
 from search.run import RunOptions, run_search
 from tests.conftest import SHARED_ARCHIVE
 from tests.search.test_service import smoke_file
-from trainers import CifarData, load_cifar10
+from trainers import CifarData, load_cifar10, rundir
 from trainers.inference import predict_logits
 from trainers.rundir import METRIC_COLUMNS, OUTPUTS
 
-pytestmark = pytest.mark.skipif(not SHARED_ARCHIVE.exists(), reason="needs the shared archive")
+pytestmark = pytest.mark.usefixtures("shared_archive")  # skips, or fails in CI, without it
 SEARCH = Path(sys.executable).parent / "search"
 PRUNED_TRIAL = 2  # added by hand after the search
+# A pinned, sane full recipe: the smoke search's own trials (600 images, 1-2 epochs) learn
+# nothing, and a network that answers one class for every image cannot tell swapped ids,
+# wrong weights or a wrong test-time augmentation from right ones. Test-time flips on, so
+# that a prediction made without them differs.
+FINAL = """[final]
+epochs = 2
+train_subset = 2000
+optimizer = "sgd"
+lr = 0.1
+batch_size = 64
+schedule = "onecycle"
+label_smoothing = 0.0
+cutout = 0
+tta_flip = true"""
+SECRET = "s3cr3t-pw"  # in the promoted run's store URL, which must never be shown
 
 
 @dataclass(frozen=True)
@@ -45,8 +62,8 @@ class Searched:
     name: str
     root: Path
 
-    def argv(self, trial: int, *extra: str) -> list[str]:
-        return ["promote", str(trial), "--study", str(self.study), "--storage", self.url,
+    def argv(self, trial: int, *extra: str, url: str | None = None) -> list[str]:
+        return ["promote", str(trial), "--study", str(self.study), "--storage", url or self.url,
                 "--study-name", self.name,
                 "--data", str(SHARED_ARCHIVE), "--device", "cpu", *extra]
 
@@ -54,9 +71,8 @@ class Searched:
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> Searched:
     root = tmp_path_factory.mktemp("promote")
-    # Search on 600 images; the [final] recipe trains on 1,000 for 2 epochs.
-    study = smoke_file(root, **{"[final]\nepochs = 2\ntrain_subset = 3000":
-                                "[final]\nepochs = 2\ntrain_subset = 1000"})
+    # Search on 600 images; the [final] recipe trains on 2,000 for 2 epochs.
+    study = smoke_file(root, **{"[final]\nepochs = 2\ntrain_subset = 3000": FINAL})
     url = f"sqlite:///{root / 'study.db'}"
     code = run_search(RunOptions(study=str(study), storage=url, study_name="promo", n_trials=2,
                                  workers=1, executor="local", data=str(SHARED_ARCHIVE),
@@ -76,11 +92,40 @@ def data() -> CifarData:
 
 
 @pytest.fixture(scope="module")
-def promoted(searched: Searched) -> Path:
-    """Trial 1 promoted with the study's [final] recipe (2 epochs)."""
+def promote_output(searched: Searched) -> tuple[Path, str]:
+    """Trial 1 promoted with the study's [final] recipe (2 epochs), through a store URL
+    that carries a password in its query string; the run folder and what it printed."""
     out = searched.root / "trial-1"
-    assert main(searched.argv(1, "--out", str(out))) == 0
-    return out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(searched.argv(1, "--out", str(out),
+                                  url=f"{searched.url}?password={SECRET}"))
+    assert code == 0, printed.getvalue()
+    return out, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def promoted(promote_output: tuple[Path, str]) -> Path:
+    return promote_output[0]
+
+
+@pytest.fixture(scope="module")
+def predicted(promoted: Path, data: CifarData) -> np.ndarray:
+    """The promoted network's own test-set classes, with its recipe's test-time flips.
+
+    Also the precondition of every test on the promoted run: the network learned.
+    """
+    tta = json.loads((promoted / "config.json").read_text())["train"]["tta_flip"]
+    labels = predict_logits(load_weights(promoted), data.test_images, tta_flip=tta).argmax(1)
+    accuracy = float(np.mean(labels == data.test_labels))
+    assert accuracy > 0.2, f"the promoted network did not learn: test accuracy {accuracy}"
+    assert len(set(labels.tolist())) >= 3, np.bincount(labels, minlength=10)
+    return labels
+
+
+def run_tta(run: Path) -> bool:
+    """The run's own test-time augmentation setting, from its config.json."""
+    return bool(json.loads((run / "config.json").read_text())["train"]["tta_flip"])
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:
@@ -95,8 +140,10 @@ def load_weights(run: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def test_promote_writes_every_output(promoted: Path, searched: Searched, data: CifarData,
+def test_promote_writes_every_output(promote_output: tuple[Path, str], searched: Searched,
+                                     data: CifarData, predicted: np.ndarray,
                                      capsys: pytest.CaptureFixture[str]) -> None:
+    promoted, printed = promote_output
     for name in (*OUTPUTS, "checkpoint.pt"):
         assert (promoted / name).stat().st_size > 0, name
     for png in ("curves.png", "confusion.png"):
@@ -110,7 +157,7 @@ def test_promote_writes_every_output(promoted: Path, searched: Searched, data: C
     config = json.loads((promoted / "config.json").read_text())
     trial = optuna.load_study(study_name=searched.name, storage=searched.url).trials[1]
     assert config["arch"] == json.loads(trial.user_attrs["arch"])
-    assert config["train"]["epochs"] == 2 and config["train"]["train_subset"] == 1000
+    assert config["train"]["epochs"] == 2 and config["train"]["train_subset"] == 2000
     assert config["trial"] == 1 and config["seed"] == config["train"]["seed"]
     assert config["data_source"] == str(SHARED_ARCHIVE) and config["code_version"]
 
@@ -120,9 +167,13 @@ def test_promote_writes_every_output(promoted: Path, searched: Searched, data: C
     assert set(summary["per_class_acc"]) == set(data.classes)
     assert np.array(summary["confusion"]).sum() == 10_000
     # The bare state_dict alone (with config.json) reproduces the recorded test accuracy.
-    logits = predict_logits(load_weights(promoted), data.test_images,
-                            tta_flip=config["train"]["tta_flip"])
-    assert float(np.mean(logits.argmax(1) == data.test_labels)) == summary["test_acc"]
+    assert float(np.mean(predicted == data.test_labels)) == summary["test_acc"]
+    assert summary["tta_flip"] is True
+    # The store URL's password went nowhere: not into config.json, not to the screen.
+    assert "storage" in config and config["storage"].startswith(searched.url)
+    for name in (*OUTPUTS, "promote.lock"):
+        assert SECRET.encode() not in (promoted / name).read_bytes(), name
+    assert SECRET not in printed and "promoted_test_acc" in printed
     # The result went back to the trial, where the dashboard shows it.
     assert trial.user_attrs["promoted_test_acc"] == round(summary["test_acc"], 4)
     assert trial.user_attrs["promoted_run_dir"] == str(promoted.resolve())
@@ -134,9 +185,24 @@ def test_promote_writes_every_output(promoted: Path, searched: Searched, data: C
     assert f"test {100 * summary['test_acc']:.2f}%" in shown[0]
 
 
-def test_interrupted_promote_resumes_to_the_same_metrics(searched: Searched) -> None:
+def test_interrupted_promote_resumes_to_the_same_metrics(
+        searched: Searched, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     straight, broken = searched.root / "straight", searched.root / "broken"
+    # Each time metrics.csv is written, the checkpoint of its last epoch is already there:
+    # a kill between the two must never leave the CSV ahead of what a resume finds.
+    behind: list[tuple[int, int]] = []
+    write_metrics = rundir.write_metrics
+
+    def checked(folder: Path, history: list[dict[str, float]]) -> Path:
+        saved = torch.load(folder / rundir.CHECKPOINT, weights_only=True)["epoch"]
+        behind.append((int(history[-1]["epoch"]), int(saved)))
+        return write_metrics(folder, history)
+
+    monkeypatch.setattr(rundir, "write_metrics", checked)
     assert main(searched.argv(0, "--epochs", "3", "--out", str(straight))) == 0
+    assert behind[:3] == [(1, 1), (2, 2), (3, 3)], behind
+    monkeypatch.undo()
 
     proc = subprocess.Popen([str(SEARCH), *searched.argv(0, "--epochs", "3", "--out",
                                                          str(broken))],
@@ -145,6 +211,10 @@ def test_interrupted_promote_resumes_to_the_same_metrics(searched: Searched) -> 
     while not (broken / "checkpoint.pt").exists():  # written after epoch 1
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
         time.sleep(0.02)
+    # A second promote into the folder (this process) is refused, naming the one training.
+    capsys.readouterr()
+    one_line_error(main(searched.argv(0, "--epochs", "3", "--out", str(broken))), capsys,
+                   f"{broken}: in use by promote of trial 0 (pid {proc.pid} on ")
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
@@ -170,11 +240,12 @@ def test_interrupted_promote_resumes_to_the_same_metrics(searched: Searched) -> 
         json.loads((straight / "summary.json").read_text())["per_class_acc"]
 
 
-def test_predict_writes_one_row_per_id(promoted: Path, data: CifarData, tmp_path: Path,
+def test_predict_writes_one_row_per_id(promoted: Path, data: CifarData, predicted: np.ndarray,
+                                       tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(0)
-    pick = rng.choice(len(data.test_labels), 37, replace=False)
-    ids = rng.permutation(np.arange(1000, 1037))
+    pick = rng.choice(len(data.test_labels), 400, replace=False)
+    ids = rng.permutation(np.arange(5000, 5400))  # not in the images' order
     source = tmp_path / "test.pkl"
     source.write_bytes(pickle.dumps({b"data": data.test_images[pick], b"ids": ids}))
     out = tmp_path / "sub" / "submission.csv"
@@ -183,53 +254,103 @@ def test_predict_writes_one_row_per_id(promoted: Path, data: CifarData, tmp_path
     with out.open(newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["ID", "Labels"]
-    assert [int(r[0]) for r in rows[1:]] == ids.tolist()
-    labels = [int(r[1]) for r in rows[1:]]
-    assert set(labels) <= set(range(10))
-    expected = predict_logits(load_weights(promoted), data.test_images[pick],
-                              tta_flip=True).argmax(1)
-    assert labels == expected.tolist()
-    assert "37 rows" in capsys.readouterr().out
+    # Every row: the id given with the image, and the network's own class for that image
+    # with the run's test-time flips (the test set's predictions, computed separately).
+    expected = predicted[pick]
+    assert [(int(i), int(label)) for i, label in rows[1:]] == \
+        list(zip(ids.tolist(), expected.tolist(), strict=True))
+    # Preconditions that make the comparison able to fail: shuffled ids would move
+    # different classes, and predicting without (or with the other) TTA differs somewhere.
+    assert len(set(expected.tolist())) >= 3
+    other = predict_logits(load_weights(promoted), data.test_images[pick],
+                           tta_flip=not run_tta(promoted)).argmax(1)
+    assert (other != expected).any()
+    assert "400 rows" in capsys.readouterr().out
 
 
-def test_predict_reads_an_image_folder(promoted: Path, data: CifarData, tmp_path: Path) -> None:
+def test_predict_reads_an_image_folder(promoted: Path, data: CifarData, predicted: np.ndarray,
+                                       tmp_path: Path) -> None:
     folder = tmp_path / "images"
     folder.mkdir()
-    for i in range(5):
-        Image.fromarray(data.test_images[i]).save(folder / f"img{i}.png")
+    rng = np.random.default_rng(1)
+    names = rng.permutation(40)  # file name order is not the images' order
+    for i, name in enumerate(names):
+        Image.fromarray(data.test_images[i]).save(folder / f"img{name:02d}.png")
     out = tmp_path / "folder.csv"
     assert main(["predict", str(promoted / "model.pt"), "--input", str(folder), "--out",
                  str(out), "--device", "cpu"]) == 0
-    rows = list(csv.reader(out.open()))
-    assert [r[0] for r in rows[1:]] == [f"img{i}" for i in range(5)]
-    assert all(r[1] in {str(k) for k in range(10)} for r in rows[1:])
+    rows = list(csv.reader(out.open()))[1:]
+    expected = {f"img{name:02d}": int(predicted[i]) for i, name in enumerate(names)}
+    assert len(set(expected.values())) >= 3
+    assert {r[0]: int(r[1]) for r in rows} == expected and len(rows) == 40
 
 
 def test_evaluate_gives_the_recorded_accuracy_and_a_confusion_png(
-        promoted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    summary = json.loads((promoted / "summary.json").read_text())
+        promoted: Path, data: CifarData, predicted: np.ndarray, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Expected from the weights and the test labels, not from what promote recorded.
+    accuracy = float(np.mean(predicted == data.test_labels))
+    confusion = np.zeros((10, 10), np.int64)
+    np.add.at(confusion, (data.test_labels, predicted), 1)
     for target in (promoted, promoted / "checkpoint.pt"):
         out = tmp_path / target.name
         assert main(["evaluate", str(target), "--data", str(SHARED_ARCHIVE), "--out", str(out),
                      "--device", "cpu"]) == 0
         text = capsys.readouterr().out
-        assert f"accuracy {100 * summary['test_acc']:.2f}%" in text
+        assert f"accuracy {100 * accuracy:.2f}%" in text
         assert "airplane" in text and "most confused with" in text
         result = json.loads((out / "evaluation.json").read_text())
-        assert result["accuracy"] == summary["test_acc"]  # checkpoint: the same (no EMA)
-        assert np.array(result["confusion"]).sum() == 10_000
+        assert result["accuracy"] == accuracy  # checkpoint: the same (no EMA)
+        assert result["tta_flip"] is run_tta(promoted)
+        assert np.array_equal(np.array(result["confusion"]), confusion)
         with Image.open(out / "confusion.png") as image:
             assert image.format == "PNG"
 
 
-def test_promote_on_a_ray_task(searched: Searched, promoted: Path) -> None:
+def test_promote_on_a_ray_task(searched: Searched, promoted: Path, predicted: np.ndarray,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
     out = searched.root / "ray"
+    # CPU kernels sum in another order with another thread count, and Ray gives a one-CPU
+    # task one thread unless OMP_NUM_THREADS says otherwise: the thread count used here.
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
     code = main(searched.argv(1, "--out", str(out), "--ray-address", "local"))
     assert code == 0
     for name in OUTPUTS:
         assert (out / name).exists(), name
     mine, theirs = (json.loads((d / "summary.json").read_text()) for d in (out, promoted))
-    assert mine["test_acc"] == theirs["test_acc"]  # same seed, same CPU kernels
+    # Same seed, same CPU kernels: the same network (one that learned, see `predicted`).
+    assert mine["test_acc"] == theirs["test_acc"] > 0.2
+    assert mine["per_class_acc"] == theirs["per_class_acc"]
+    ray_weights, local_weights = (load_weights(d).state_dict() for d in (out, promoted))
+    assert all(torch.equal(ray_weights[k], v) for k, v in local_weights.items())
+
+
+def test_a_full_disk_during_promote_is_one_line(searched: Searched, tmp_path: Path) -> None:
+    """The run folder cannot take the first checkpoint: a real full disk (a 64 KiB tmpfs)
+    where this process may mount one, else a real file size limit (EFBIG) on the command."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+        capture_output=True).returncode == 0
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not death by the signal
+        if not mounted:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    run = disk / "run"
+    try:
+        result = subprocess.run([str(SEARCH), *searched.argv(0, "--epochs", "1", "--out",
+                                                             str(run))],
+                                capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)], check=True)
+    why = "no space left on device" if mounted else "file too large"
+    assert result.returncode == 2, result.stdout + result.stderr
+    expected = f"search: error: {run}: cannot write the run folder: {why}; "
+    assert result.stderr.startswith(expected) and result.stderr.count("\n") == 1, result.stderr
 
 
 def one_line_error(code: int, capsys: pytest.CaptureFixture[str], *parts: str) -> None:
@@ -290,3 +411,8 @@ def test_evaluate_and_predict_errors_exit_2(promoted: Path, tmp_path: Path,
     one_line_error(main(["evaluate", str(promoted), "--data", str(tmp_path / "nodata")]),
                    capsys, "nodata")
     assert not os.path.exists("submission.csv")
+    # Outputs that cannot be written: a directory as the CSV, a file as the folder.
+    one_line_error(main(["predict", str(promoted), "--input", "x.pkl", "--out",
+                         str(tmp_path)]), capsys, f"--out {tmp_path}: is a directory")
+    one_line_error(main(["evaluate", str(promoted), "--data", str(SHARED_ARCHIVE), "--out",
+                         str(not_pickle)]), capsys, f"--out {not_pickle}: is a file")

@@ -20,7 +20,7 @@ from search.record import finished
 from tests.conftest import SHARED_ARCHIVE
 from tests.search.test_service import smoke_file
 
-pytestmark = pytest.mark.skipif(not SHARED_ARCHIVE.exists(), reason="needs the shared archive")
+pytestmark = pytest.mark.usefixtures("shared_archive")  # skips, or fails in CI, without it
 BIN = Path(sys.executable).parent
 
 

@@ -26,7 +26,7 @@ from tests.search import trainers
 REPO = Path(__file__).resolve().parents[2]
 SEARCH = Path(sys.executable).parent / "search"
 
-pytestmark = pytest.mark.skipif(not SHARED_ARCHIVE.exists(), reason="needs the shared archive")
+pytestmark = pytest.mark.usefixtures("shared_archive")  # skips, or fails in CI, without it
 
 
 def smoke_file(tmp_path: Path, **changes: str) -> Path:
@@ -56,9 +56,13 @@ def run(study: Path, url: str, name: str, n: int, **kwargs: object) -> tuple[int
     return code, out.getvalue()
 
 
+# One training step per epoch, for tests whose trials need to run, not to learn.
+ONE_STEP = {"train_subset = 3000 ": "train_subset = 256 ", "val_size = 1000": "val_size = 100"}
+
+
 def test_run_resume_and_list_on_both_stores(storage_url: str, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    study = smoke_file(tmp_path)
+    study = smoke_file(tmp_path, **ONE_STEP)
     name = f"smoke-{uuid.uuid4().hex[:8]}"
     code, out = run(study, storage_url, name, 3)
     assert code == 0, out
@@ -171,7 +175,7 @@ def test_a_data_error_is_the_trials_own_failure_and_counts(tmp_path: Path) -> No
 
 
 def test_ctrl_c_leaves_no_trial_running_and_the_same_command_continues(tmp_path: Path) -> None:
-    study = smoke_file(tmp_path)
+    study = smoke_file(tmp_path, **ONE_STEP)
     url = f"sqlite:///{tmp_path / 'study.db'}"
     command = [str(SEARCH), "run", "--study", str(study), "--storage", url, "--n-trials", "3",
                "--executor", "local", "--data", str(SHARED_ARCHIVE), "--device", "cpu",

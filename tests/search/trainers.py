@@ -102,3 +102,25 @@ def bad_data_then_fit(arch: Any, train: Any, data: Any, **kwargs: Any) -> Any:
     if arch.stem_width == 8:
         raise DataError("train/cat/17.jpg", "unreadable image")
     return instant(arch, train, data, **kwargs)
+
+
+WEAK_LR = 1e-4  # recipes at this learning rate learn nothing, for `weak_at_low_lr`
+
+
+def weak_at_low_lr(arch: Any, train: Any, data: Any, **kwargs: Any) -> Any:
+    """No training: a learning curve per epoch that the pruner judges through the worker's
+    real report callback. Flat at chance for `WEAK_LR`, else rising, with a small offset
+    by architecture so that trials differ; stops as soon as the callback says so."""
+    from types import SimpleNamespace
+
+    from models import count_params
+
+    offset = count_params(arch) % 97 / 2000
+    acc = 0.1
+    for epoch in range(1, train.epochs + 1):
+        acc = 0.1 if train.lr <= WEAK_LR else 0.5 + 0.1 * epoch + offset
+        metrics = {"val_acc": acc, "val_loss": 2.5 - 2 * acc, "seconds": 0.125 * epoch,
+                   "images_per_s": 1000.0 + epoch}
+        if kwargs["report"](epoch, metrics):
+            return SimpleNamespace(stopped=True, val_acc=acc, epochs=epoch)
+    return SimpleNamespace(stopped=False, val_acc=acc, epochs=train.epochs)

@@ -7,6 +7,7 @@ dotted key and the problem.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import optuna
@@ -386,3 +387,21 @@ def test_hyperband_with_sound_resources_prunes(tmp_path: Path) -> None:
     # The study used above does let a well-configured hyperband pruner prune.
     path = write(tmp_path, add("pruner", "min_resource = 1\nmax_resource = 12"))
     assert run_pruned_study(make_pruner(load_spec(path))) > 0
+
+
+# -- a study path that is not a regular file ---------------------------------------------
+
+
+def test_a_directory_is_not_a_study_file(tmp_path: Path) -> None:
+    folder = tmp_path / "study.toml"
+    folder.mkdir()
+    message = load_error(folder)
+    assert message == f"{folder}: is a directory, not a study file"
+
+
+def test_a_fifo_is_refused_without_reading_it(tmp_path: Path) -> None:
+    # Reading a FIFO nobody writes to would block for good: it is refused unopened.
+    fifo = tmp_path / "study.toml"
+    os.mkfifo(fifo)
+    message = load_error(fifo)
+    assert message == f"{fifo}: is not a regular file (a study file is TOML text)"

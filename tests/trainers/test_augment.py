@@ -130,3 +130,60 @@ def test_loader_refuses_float_images() -> None:
     with pytest.raises(ValueError, match="uint8"):
         TrainLoader(torch.zeros(4, 32, 32, 3), torch.zeros(4, dtype=torch.long),
                     TrainConfig(), gen(), random.Random(0))
+
+
+def one_hot_images(n: int) -> torch.Tensor:
+    """float N x N x 32 x 32: image i is 1 in channel i and 0 elsewhere, at every pixel.
+
+    After mixing, the mean of channel k over image i's pixels is the share of image i
+    that came from image k, so the images alone reveal how they were mixed.
+    """
+    return torch.eye(n).view(n, n, 1, 1).expand(n, n, 32, 32).clone()
+
+
+@pytest.mark.parametrize(("mixup", "cutmix"), [(0.4, 0.0), (0.0, 1.0), (0.4, 1.0)])
+def test_targets_mix_the_labels_in_the_proportions_the_images_were_mixed(
+        mixup: float, cutmix: float) -> None:
+    n = 10  # one class per image, so targets and image channels line up
+    x, labels = one_hot_images(n), torch.arange(n)
+    cfg = TrainConfig(mixup=mixup, cutmix=cutmix)
+    rng = random.Random(0)
+    kept = []
+    for seed in range(40):
+        mixed, targets = mix(x, labels, cfg, gen(seed), rng)
+        shares = mixed.mean(dim=(2, 3))  # N x N: how much of image i came from image k
+        torch.testing.assert_close(targets, shares, atol=1e-6, rtol=0)
+        moved = targets.diagonal() < 1  # images whose partner is another image
+        # One lambda per batch: every mixed image keeps the same share of itself.
+        own = targets.diagonal()[moved]
+        if len(own):
+            torch.testing.assert_close(own, own[:1].expand_as(own))
+            kept.append(float(own[0]))
+    assert len(set(kept)) > 20  # lambda is drawn anew per batch, not fixed
+
+
+def test_cutmix_pastes_one_box_and_its_lambda_is_the_area_kept_after_clipping() -> None:
+    n = 10
+    x, labels = one_hot_images(n), torch.arange(n)
+    cfg = TrainConfig(cutmix=1.0)
+    rng = random.Random(1)
+    clipped = 0
+    for seed in range(60):
+        mixed, targets = mix(x, labels, cfg, gen(seed), rng)
+        assert ((mixed == 0) | (mixed == 1)).all()  # pixels are pasted, never blended
+        source = mixed.argmax(1)  # N x 32 x 32: which image each pixel came from
+        pasted = source != torch.arange(n)[:, None, None]
+        boxes = {tuple(pasted[i].nonzero().min(0).values.tolist()
+                       + pasted[i].nonzero().max(0).values.tolist())
+                 for i in range(n) if pasted[i].any()}
+        assert len(boxes) <= 1, "every image gets the same box"
+        if not boxes:
+            continue
+        y0, x0, y1, x1 = boxes.pop()
+        area = (y1 - y0 + 1) * (x1 - x0 + 1)
+        for i in range(n):
+            if pasted[i].any():
+                assert int(pasted[i].sum()) == area  # the box is filled: a rectangle
+                assert targets[i, i].item() == pytest.approx(1 - area / 32**2, abs=1e-6)
+        clipped += y0 == 0 or x0 == 0 or y1 == 31 or x1 == 31
+    assert clipped >= 5  # boxes cut by the border were among them

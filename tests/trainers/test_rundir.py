@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CODE = ("models", "space", "trainers", "search", "benchmarks")  # tests and docs excepted
 FILE_NAMES = (rundir.CONFIG, rundir.CHECKPOINT, rundir.PREV_CHECKPOINT, rundir.MODEL,
               rundir.METRICS, rundir.CURVES, rundir.CONFUSION, rundir.SUMMARY,
-              rundir.EVALUATION, rundir.PARETO, rundir.REPORT)
+              rundir.EVALUATION, rundir.PARETO, rundir.REPORT, rundir.LOCK)
 
 HISTORY = [{"epoch": 1, "train_loss": 2.1, "train_acc": 0.2, "val_loss": 1.9, "val_acc": 0.31,
             "lr": 0.05, "seconds": 1.25, "images_per_s": 4000.0, "extra": 7.0},
@@ -171,3 +171,35 @@ def test_no_data_is_a_data_error_saying_what_to_do(tmp_path: Path,
         find_data(None)
     assert str(info.value) == (f"no data: pass --data PATH, set ${DATA_ENV}, or put the data "
                                f"at one of {', '.join(DATA_CANDIDATES)}")
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from trainers import rundir
+with rundir.locked(Path(sys.argv[1]), "promote of trial 3"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_locked_run_folder_names_its_holder_until_it_dies(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(rundir.RunFolderLocked) as caught, rundir.locked(run, "second"):
+            pass
+        assert str(caught.value).startswith(
+            f"{run}: in use by promote of trial 3 (pid {holder.pid} on ")
+        assert caught.value.holder["pid"] == holder.pid
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    # The dead holder's file is still there and still names it, but blocks nobody.
+    assert json.loads((run / rundir.LOCK).read_text())["pid"] == holder.pid
+    with rundir.locked(run, "third"):
+        assert json.loads((run / rundir.LOCK).read_text())["what"] == "third"
+    with rundir.locked(run, "fourth"):  # and released again at the end of the block
+        pass

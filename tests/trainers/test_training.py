@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,31 @@ def test_report_sees_every_epoch_and_can_stop_the_run(cifar_jpeg: CifarData) -> 
     keys = {"val_acc", "val_loss", "train_loss", "train_acc", "lr", "seconds", "images_per_s"}
     assert keys <= set(seen[0][1])
     assert 0.0 <= seen[0][1]["val_acc"] <= 1.0
+
+
+def test_each_epoch_is_checkpointed_before_it_is_reported(cifar_jpeg: CifarData,
+                                                          tmp_path: Path) -> None:
+    """promote writes metrics.csv in the report: it must never run ahead of the checkpoint,
+    or a kill between the two resumes an epoch earlier than the CSV says."""
+    on_disk: list[tuple[int, int]] = []
+
+    def report(epoch: int, metrics: dict[str, float]) -> bool:
+        state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+        on_disk.append((epoch, int(state["epoch"])))
+        assert len(state["history"]) == epoch
+        return False
+
+    fit(TINY, dataclasses.replace(QUICK, epochs=2), cifar_jpeg, device="cpu", report=report,
+        checkpoint_dir=tmp_path, log=quiet)
+    assert on_disk == [(1, 1), (2, 2)]
+
+
+def test_a_stop_between_checkpoints_still_saves_that_epoch(cifar_jpeg: CifarData,
+                                                           tmp_path: Path) -> None:
+    result = fit(TINY, QUICK, cifar_jpeg, device="cpu", report=lambda epoch, _: epoch == 1,
+                 checkpoint_dir=tmp_path, checkpoint_every=2, log=quiet)
+    assert result.stopped and result.epochs == 1
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["epoch"] == 1
 
 
 def weights(model: nn.Module) -> dict[str, torch.Tensor]:
