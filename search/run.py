@@ -79,10 +79,11 @@ def check_fits(spec: StudySpec) -> None:
     pruned, and the search would end "successfully" with nothing trained."""
     from models import count_params
     from space import SpecError
-    from space.smallest import smallest_arch
+    from space.smallest import fitting_draw, smallest_arch
 
     arch, n_params = smallest_arch(spec.sample_arch, count_params)
-    if n_params > spec.budget:
+    if n_params > spec.budget and not fitting_draw(spec.sample_arch, count_params,
+                                                   spec.budget):
         raise SpecError(f"{spec.source}: study.budget: no architecture of the space fits in "
                         f"{spec.budget:,} parameters; the smallest, {arch.describe()}, has "
                         f"{int(n_params):,}: raise the budget or allow smaller networks")

@@ -78,3 +78,42 @@ def smallest_arch(sample: Callable[[Any], ArchConfig],
         if not shrunk:
             break
     return best, best_cost
+
+
+class _Draw(_Pick):
+    """A suggester that answers each parameter with a random value of its whole range."""
+
+    def __init__(self, rng: Any) -> None:
+        super().__init__({})
+        self.rng = rng
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1,
+                    log: bool = False) -> int:
+        return int(self._pick(name, [self.rng.randrange(low, high + 1, step)]))
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float:
+        return float(self._pick(name, [self.rng.uniform(low, high)]))
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return self._pick(name, [self.rng.choice(list(choices))])
+
+
+def fitting_draw(sample: Callable[[Any], ArchConfig], cost: Callable[[ArchConfig], float],
+                 limit: float, *, draws: int = 2000, seed: int = 0) -> ArchConfig | None:
+    """A random architecture of the space within ``limit``, if ``draws`` draws find one.
+
+    The check before refusing a space: `smallest_arch` is a local search, and a space
+    must not be refused because it missed a small corner that a sampler would find.
+    """
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(draws):
+        try:
+            arch = sample(_Draw(rng))
+        except (ConfigError, ValueError):
+            continue
+        if cost(arch) <= limit:
+            return arch
+    return None

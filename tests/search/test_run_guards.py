@@ -226,6 +226,20 @@ def test_the_smallest_architecture_is_no_larger_than_any_drawn_one() -> None:
         assert n_params <= drawn
 
 
+def test_a_fitting_draw_is_within_the_limit_and_none_below_the_smallest() -> None:
+    # The door's second look before refusing a space: random draws of the whole space.
+    from models import count_params
+    from space.smallest import fitting_draw, smallest_arch
+
+    spec = load_spec("smoke")
+    _, smallest = smallest_arch(spec.sample_arch, count_params)
+    limit = 20_000
+    found = fitting_draw(spec.sample_arch, count_params, limit)
+    assert found is not None and count_params(found) <= limit
+    assert spec.arch_params(found) is not None
+    assert fitting_draw(spec.sample_arch, count_params, smallest - 1, draws=300) is None
+
+
 def test_a_space_where_hardly_anything_fits_stops_once_the_sampler_runs_dry(
         tmp_path: Path, cache: Path, capfd: pytest.CaptureFixture[str]) -> None:
     # 586 parameters: only the space's smallest network fits, about 1 draw in 4,000;
