@@ -56,6 +56,13 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Searched:
         # proposals are rejected (PRUNED too, but not by the pruner).
         'type = "tpe"\nn_startup_trials = 4': 'type = "random"\nbudget_aware = false'})
     url = f"sqlite:///{tmp / 'study.db'}"
+    # The first trials in a fixed order, the rest drawn: two strong ones complete (the
+    # median pruner's startup), then weak ones come, which the pruner must stop at
+    # epoch 1. Random draws alone could complete weak trials first and leave the
+    # median at chance, where nothing is below it.
+    first = optuna.create_study(study_name="smoke", storage=url, directions=["maximize"])
+    for lr in (0.1, 0.1, WEAK_LR, WEAK_LR):
+        first.enqueue_trial({"lr": lr})
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)  # runs/ (logs) goes there, not into the checkout
