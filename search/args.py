@@ -101,6 +101,32 @@ def store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", metavar="URL", help="store URL (as for run)")
 
 
+def env_seconds(name: str, default: float, error: type[Exception], *,
+                high: float = float("inf")) -> float:
+    """Seconds from the environment knob ``$name``, else ``default``.
+
+    Raises:
+        error: the value is not a number of seconds > 0 (and <= ``high``).
+    """
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return float(default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= high or value == float("inf"):  # also refuses nan
+        bound = f" and <= {high:g}" if high < float("inf") else ""
+        raise error(f"${name}: must be a number of seconds > 0{bound}, got {text!r}")
+    return value
+
+
+def os_reason(err: OSError) -> str:
+    """Why a file operation failed, to end a one-line message ("no space left on device")."""
+    why = err.strerror or str(err) or type(err).__name__
+    return why[:1].lower() + why[1:]
+
+
 def float_in(low: float, high: float) -> Callable[[str], float]:
     """An argparse type: a number with ``low < value <= high`` (a GPU share, say)."""
 

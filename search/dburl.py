@@ -10,13 +10,14 @@ command, and Ctrl-C works while one waits.
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 import urllib.parse
 from typing import Any
 
 import sqlalchemy
+
+from search.args import env_seconds
 
 
 class StorageError(ValueError):
@@ -27,6 +28,7 @@ CONNECT_TIMEOUT_ENV = "SEARCH_DB_CONNECT_TIMEOUT_S"
 STATEMENT_TIMEOUT_ENV = "SEARCH_DB_STATEMENT_TIMEOUT_S"
 CONNECT_TIMEOUT_S = 10.0  # a database server silent this long while connecting is not coming
 STATEMENT_TIMEOUT_S = 300.0  # far above any query of a search; beyond it the server is hung
+MAX_TIMEOUT_S = 86400.0  # the knobs above: longer is a typo, not a setting
 LIBPQ_DRIVERS = ("psycopg2", "psycopg")  # drivers that take libpq's connection parameters
 # Query parameters whose values are masked: password, sslpassword, passwd, pwd, token, ...
 SECRET_KEY_PARTS = ("pass", "pwd", "secret", "token", "key", "auth", "credential")
@@ -80,20 +82,6 @@ def scrub(text: str, url: str) -> str:
     return text
 
 
-def _timeout_env(name: str, default: float) -> float:
-    """Seconds from ``$name`` (tests shorten the waits), else ``default``."""
-    text = os.environ.get(name, "")
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 86400:  # also refuses nan and inf
-        raise StorageError(f"${name}: must be seconds > 0 and <= 86400, got {text!r}")
-    return value
-
-
 def engine_kwargs(parsed: sqlalchemy.engine.URL) -> dict[str, object]:
     """Engine options: SQLite waits for the file lock; Postgres connections time out.
 
@@ -110,8 +98,10 @@ def engine_kwargs(parsed: sqlalchemy.engine.URL) -> dict[str, object]:
         return kwargs
     kwargs["pool_recycle"] = 300
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in LIBPQ_DRIVERS:
-        connect_s = _timeout_env(CONNECT_TIMEOUT_ENV, CONNECT_TIMEOUT_S)
-        statement_s = _timeout_env(STATEMENT_TIMEOUT_ENV, STATEMENT_TIMEOUT_S)
+        connect_s = env_seconds(CONNECT_TIMEOUT_ENV, CONNECT_TIMEOUT_S, StorageError,
+                                high=MAX_TIMEOUT_S)
+        statement_s = env_seconds(STATEMENT_TIMEOUT_ENV, STATEMENT_TIMEOUT_S, StorageError,
+                                  high=MAX_TIMEOUT_S)
         options = parsed.query.get("options", "")
         options = " ".join(options) if isinstance(options, tuple) else options
         kwargs["connect_args"] = {

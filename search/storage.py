@@ -22,6 +22,7 @@ import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy.pool import NullPool
 
+from search.args import env_seconds
 from search.dburl import StorageError, engine_kwargs, error_detail, mask_url, parse_url
 
 STORAGE_ENV = "SEARCH_STORAGE"
@@ -44,17 +45,8 @@ def heartbeat_periods() -> tuple[float, float]:
         StorageError: a knob is not a number of seconds > 0, or the grace period is not
             longer than the heartbeat period (a live trial would be failed between beats).
     """
-    periods = []
-    for name, default in ((HEARTBEAT_ENV, HEARTBEAT_S), (GRACE_ENV, GRACE_S)):
-        text = os.environ.get(name, "").strip()
-        try:
-            value = float(text) if text else float(default)
-        except ValueError:
-            value = float("nan")
-        if not 0 < value < float("inf"):
-            raise StorageError(f"${name}: must be a number of seconds > 0, got {text!r}")
-        periods.append(value)
-    heartbeat, grace = periods
+    heartbeat = env_seconds(HEARTBEAT_ENV, HEARTBEAT_S, StorageError)
+    grace = env_seconds(GRACE_ENV, GRACE_S, StorageError)
     if grace <= heartbeat:
         raise StorageError(f"${GRACE_ENV}: the grace period ({grace:g} s) must be longer than "
                            f"the heartbeat period ({heartbeat:g} s, ${HEARTBEAT_ENV})")

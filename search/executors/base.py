@@ -57,16 +57,9 @@ def poll_s() -> float:
     Raises:
         PlacementError: the knob is not a number of seconds > 0.
     """
-    text = os.environ.get(POLL_ENV, "").strip()
-    if not text:
-        return POLL_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise PlacementError(f"${POLL_ENV}: must be a number of seconds > 0, got {text!r}")
-    return value
+    from search.args import env_seconds
+
+    return env_seconds(POLL_ENV, POLL_S, PlacementError)
 
 
 class Executor(abc.ABC):
@@ -135,8 +128,6 @@ def fit_workers(requested: int | None, default: int, room: int, room_text: str,
 
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity, e.g. a container's cpuset)."""
-    import os
-
     try:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not on Linux

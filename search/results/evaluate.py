@@ -15,7 +15,7 @@ from typing import TextIO
 
 import numpy as np
 
-from search.args import UsageError
+from search.args import UsageError, os_reason
 from trainers import rundir
 from trainers.inference import ClassReport, LoadedModel, load_model
 
@@ -77,7 +77,7 @@ def evaluate_run(model_path: str, data: str | None, out_dir: str | None,
             "data_digest": dataset.digest, "test_images": len(dataset.test_labels),
             "tta_flip": _tta(loaded), **report.to_dict()})
     except OSError as err:
-        raise UsageError(f"{folder}: cannot write the evaluation: {_why(err)}") from None
+        raise UsageError(f"{folder}: cannot write the evaluation: {os_reason(err)}") from None
     return Evaluation(report, loaded, dataset.source, png, json_path)
 
 
@@ -122,7 +122,7 @@ def predict_file(model_path: str, input_path: str, out_csv: str, device: str | N
         with atomic_writer(target) as f:
             f.write(text.getvalue().encode())
     except OSError as err:
-        raise UsageError(f"--out {out_csv}: cannot write it: {_why(err)}") from None
+        raise UsageError(f"--out {out_csv}: cannot write it: {os_reason(err)}") from None
     counts = np.bincount(labels, minlength=10)
     print(f"model    {loaded.source}: {loaded.arch.describe()}", file=out)
     print(f"input    {input_path}: {len(ids):,} images", file=out)
@@ -137,7 +137,3 @@ def _mkdir(folder: Path, option: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
-
-def _why(err: OSError) -> str:
-    why = err.strerror or str(err) or type(err).__name__
-    return why[:1].lower() + why[1:]

@@ -32,6 +32,7 @@ from typing import Any, TextIO
 import optuna
 
 from search import record
+from search.args import os_reason
 from search.storage import RUNS_DIR, mask_url
 from trainers import rundir
 
@@ -135,8 +136,7 @@ def os_error(err: BaseException) -> OSError | None:
 
 def write_failure(run_dir: Path, err: OSError) -> str:
     """One line for a failed write: the folder (or the file outside it), and why."""
-    why = err.strerror or str(err) or type(err).__name__
-    why = why[:1].lower() + why[1:]
+    why = os_reason(err)
     hint = "free some space" if err.errno == errno.ENOSPC else "fix it"
     hint = f"; {hint} and run the same command to resume from the last checkpoint"
     if err.filename and not Path(str(err.filename)).resolve().is_relative_to(run_dir.resolve()):
