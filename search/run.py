@@ -57,6 +57,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised as an interrupt so that it stops the workers as Ctrl-C does."""
 
 
+# Set by SIGTERM: the interrupt that reaches `run_search` may not be the `Terminated`
+# raised (Ray's wait, for one, turns what interrupts it into a KeyboardInterrupt).
+_SIGTERM = threading.Event()
+
+
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """While inside: SIGTERM raises `Terminated` (only the main thread can take signals)."""
@@ -65,8 +70,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def terminated(signum: int, frame: Any) -> None:
+        _SIGTERM.set()
         raise Terminated
 
+    _SIGTERM.clear()
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
         yield
@@ -141,7 +148,9 @@ def run_search(opts: RunOptions, out: TextIO = sys.stdout) -> int:
     with sigterm_as_interrupt():
         try:
             return _run_search(opts, out)
-        except Terminated:  # before or after the workers ran
+        except KeyboardInterrupt:  # before or after the workers ran
+            if not _SIGTERM.is_set():
+                raise
             print("search: terminated", file=sys.stderr)
             return EXIT_TERMINATED
 
@@ -202,10 +211,11 @@ def _run_search(opts: RunOptions, out: TextIO) -> int:
             print(f"trials   {done} of {opts.n_trials} finished already; {place.describe()}",
                   file=out, flush=True)
             executor.run_workers(configs, view.update)
-    except KeyboardInterrupt as err:
-        stop = "terminated" if isinstance(err, Terminated) else "interrupted"
+    except KeyboardInterrupt:
+        terminated = _SIGTERM.is_set()  # Terminated itself, or what it became
+        stop = "terminated" if terminated else "interrupted"
         print(f"{stop}: workers stopped; run the same command to continue", file=out)
-        code = EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
+        code = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except WorkerError as err:
         print(f"search: a worker failed: {err} (tracebacks of errors in the code: {log_dir}/ "
               "and the workers' stderr)", file=sys.stderr)

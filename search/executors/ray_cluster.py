@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +63,10 @@ def init_ray(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
+    # Ray's driver puts its own SIGTERM handler in place of the caller's (a stack dump,
+    # then death by the signal, which leaves trials RUNNING and the workers training);
+    # `search run`'s handler stops the workers as Ctrl-C does, so it is put back.
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(address=None if local else address, include_dashboard=False,
                  log_to_driver=True, configure_logging=False, logging_level=logging.ERROR)
@@ -72,6 +78,9 @@ def init_ray(address: str | None) -> bool:
                 "name the cluster's token")
         raise RayUnavailable(f"cannot join the Ray cluster at {address}: {detail}{hint}") \
             from None
+    finally:
+        if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_sigterm)
     return True
 
 
