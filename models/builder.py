@@ -11,6 +11,7 @@ from torch import nn
 
 from models.config import ArchConfig
 from models.modules import BasicBlock, BottleneckBlock, SqueezeExcite, conv_bn, make_shortcut
+from models.plan import sites
 
 __all__ = ["BasicBlock", "BottleneckBlock", "ResNet", "SqueezeExcite", "build_model", "conv_bn",
            "make_shortcut"]
@@ -27,17 +28,18 @@ class ResNet(nn.Module):
     def __init__(self, arch: ArchConfig, num_classes: int = 10) -> None:
         super().__init__()
         self.arch = arch
-        self.stem = nn.Sequential(conv_bn(3, arch.stem_width, arch.stem_kernel), nn.ReLU())
-        stages: list[nn.Module] = []
-        c_in = arch.stem_width
-        for stage, block in zip(arch.stages, arch.stage_blocks(), strict=True):
-            blocks = []
-            for i in range(stage.blocks):
-                stride = stage.stride if i == 0 else 1
-                blocks.append(block.build(c_in, stage.width, stage.kernel, stride, arch))
-                c_in = stage.width
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
+        blocks = arch.stage_blocks()
+        # A pre-activation first block normalises and activates the stem's output itself.
+        stem_act = [] if blocks[0].preact else [nn.ReLU()]
+        self.stem = nn.Sequential(conv_bn(3, arch.stem_width, arch.stem_kernel), *stem_act)
+        stages: list[list[nn.Module]] = [[] for _ in arch.stages]
+        for site in sites(arch):
+            stages[site.stage].append(site.block.build(site.c_in, site.c_out, site.kernel,
+                                                       site.stride, arch, site.drop))
+        self.stages = nn.Sequential(*(nn.Sequential(*stage) for stage in stages))
+        width = arch.stages[-1].width  # pre-activation networks end with BN-ReLU
+        self.head_norm = (nn.Sequential(nn.BatchNorm2d(width), nn.ReLU()) if blocks[-1].preact
+                          else nn.Identity())
         if arch.pool_kernel is None:
             self.pool = GLOBAL_POOLS[arch.pool](1)
         else:
@@ -59,7 +61,7 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem(x))
+        x = self.head_norm(self.stages(self.stem(x)))
         x = torch.flatten(self.pool(x), 1)
         return self.fc(self.dropout(x))
 

@@ -21,6 +21,8 @@ from models.validate import ConfigError, check_type, kwargs_from_dict
 __all__ = ["DEFAULT_BLOCK", "INPUT_SIZE", "MAX_WIDTH", "ArchConfig", "StageConfig"]
 
 POOL_TYPES = ("avg", "max")
+# Random regularisers of the residual branch (`models.stochastic.BRANCH_DROPS`).
+BRANCH_DROPS = ("none", "path", "shakedrop")
 MAX_BLOCKS = 1000  # blocks per stage; counting walks every block, so this bounds its time
 # What the first release wrote instead of ``block``: a flat type name and expansion.
 LEGACY_BLOCK_KEYS = {"block_type": "type", "expansion": "expansion"}
@@ -86,11 +88,12 @@ class StageConfig:
 class ArchConfig:
     """A ResNet for 32x32 images: stem, stages of residual blocks, pooled head.
 
-    Blocks are post-activation (conv, BN, ReLU; the sum is followed by ReLU). A
-    block whose input and output shapes differ gets a projection shortcut
-    (conv + BN); otherwise the shortcut is the identity. A stage whose ``block``
-    equals the network's is stored with ``block=None``, so equal networks compare
-    equal.
+    Each block is built by its registered type (`models.blocks`): post-activation
+    basic and bottleneck blocks (conv, BN, ReLU; the sum is followed by ReLU),
+    pre-activation and PyramidNet blocks, Shake-Shake. Unless its type says
+    otherwise, a block whose input and output shapes differ gets a projection
+    shortcut (conv + BN), else the identity. A stage whose ``block`` equals the
+    network's is stored with ``block=None``, so equal networks compare equal.
     """
 
     stages: tuple[StageConfig, ...]
@@ -103,6 +106,10 @@ class ArchConfig:
     pool_kernel: int | None = None  # head pooling window (stride = window); None = global
     se_ratio: float = 0.0  # squeeze-excitation hidden channels / width; 0 = no SE
     dropout: float = 0.0  # dropout probability before the classifier
+    # Residual-branch regulariser: "path" (stochastic depth) or "shakedrop"; block l of L
+    # drops its branch with probability branch_drop_rate * l / L in training.
+    branch_drop: str = "none"
+    branch_drop_rate: float = 0.0  # the last block's rate; must be 0 with "none"
 
     def __post_init__(self) -> None:
         stages = tuple(self.stages)
@@ -125,6 +132,12 @@ class ArchConfig:
                    f"must be in 1..{final} (the final feature map is {final}x{final}) or null")
         _check(0.0 <= self.se_ratio <= 4.0, "se_ratio", self.se_ratio, "must be in 0..4")
         _check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "must be in [0, 1)")
+        _check(self.branch_drop in BRANCH_DROPS, "branch_drop", self.branch_drop,
+               f"must be one of {BRANCH_DROPS}")
+        _check(0.0 <= self.branch_drop_rate < 1.0, "branch_drop_rate", self.branch_drop_rate,
+               "must be in [0, 1)")
+        _check(self.branch_drop != "none" or self.branch_drop_rate == 0.0, "branch_drop_rate",
+               self.branch_drop_rate, "must be 0 when branch_drop is 'none'")
 
     def stage_blocks(self) -> tuple[Block, ...]:
         """The block each stage is built of: its own, else the network's."""
@@ -157,7 +170,8 @@ class ArchConfig:
         shortcut = f"sc{self.shortcut_kernel}" + ("p" if self.shortcut_pool else "")
         head = self.pool + ("" if self.pool_kernel is None else f"{self.pool_kernel}")
         extras = (f" se{self.se_ratio:g}" if self.se_ratio else "") + (
-            f" drop{self.dropout:g}" if self.dropout else "")
+            f" drop{self.dropout:g}" if self.dropout else "") + (
+            f" {self.branch_drop}{self.branch_drop_rate:g}" if self.branch_drop != "none" else "")
         block = (blocks[0] if uniform else self.block).describe()
         return (f"{block} s{self.stem_width}k{self.stem_kernel} | {stages} | "
                 f"{shortcut} | {head}{extras}")

@@ -16,14 +16,21 @@ MAX_WIDTH = 4096  # channels; far past anything a 5M budget admits, catches typo
 
 
 class Layer(NamedTuple):
-    """One weighted layer: a conv (bias-free unless noted) or the classifier."""
+    """One weighted layer: a conv (bias-free unless noted), the classifier, or (kernel 0)
+    a batch norm on its own."""
 
     c_in: int
     c_out: int
-    kernel: int
+    kernel: int  # 0: no conv, only the batch norm (pre-activation blocks begin with one)
     out_size: int  # spatial side of the output
     bias: bool = False
     bn: bool = True  # followed by a BatchNorm2d (2 parameters per channel)
+    groups: int = 1  # grouped conv (ResNeXt cardinality): c_in / groups inputs per output
+
+
+def norm_only(channels: int) -> Layer:
+    """A BatchNorm2d with no conv before it: 2 parameters per channel, no FLOPs counted."""
+    return Layer(channels, channels, 0, 0)
 
 
 def conv_out_size(size: int, stride: int) -> int:

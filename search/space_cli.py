@@ -114,17 +114,30 @@ def print_space(spec: StudySpec, out: TextIO) -> None:
 
 def cmd_baselines(args: argparse.Namespace, out: TextIO) -> int:
     from models import BASELINES, count_flops, count_params
+    from models.baselines import PAPERS
     from space import load_spec
 
     spec = load_spec(args.study)
-    print(f"{'name':<18} {'parameters':>11} {'MFLOPs':>8}  {'in ' + spec.name:<18} architecture",
-          file=out)
+    print(f"{'name':<28} {'parameters':>11} {'paper':>6} {'vs paper':>8} {'MFLOPs':>8}  "
+          f"{'in ' + spec.name:<16} CIFAR-10 accuracy reported", file=out)
     for name, arch in BASELINES.items():
         n = count_params(arch)
-        where = ("over budget" if n > spec.budget else
-                 "yes" if _in_space(spec, arch) else "outside space")
-        print(f"{name:<18} {n:>11,} {count_flops(arch) / 1e6:>8.1f}  {where:<18} "
-              f"{arch.describe()}", file=out)
+        where = ("over-budget" if n > spec.budget else
+                 "yes" if _in_space(spec, arch) else "outside-space")
+        paper = PAPERS.get(name)
+        figure, versus = "-", "-"
+        if paper is not None and paper.params:
+            figure, versus = f"{paper.params / 1e6:.2g}M", f"{100 * (n / paper.params - 1):+.1f}%"
+        print(f"{name:<28} {n:>11,} {figure:>6} {versus:>8} {count_flops(arch) / 1e6:>8.1f}  "
+              f"{where:<16} {paper.accuracy if paper else '-'}", file=out)
+    print("\nsources and differences:", file=out)
+    for name, paper in PAPERS.items():
+        if name in BASELINES:
+            print(f"  {name}: {paper.source}" + (f"; {paper.note}" if paper.note else ""),
+                  file=out)
+    print("\narchitectures:", file=out)
+    for name, arch in BASELINES.items():
+        print(f"  {name}: {arch.describe()}", file=out)
     return 0
 
 

@@ -13,18 +13,23 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from models.blocks import BLOCKS, block_from_dict, check_block_type
-from models.config import DEFAULT_BLOCK, ArchConfig, StageConfig
+from models.config import BRANCH_DROPS, DEFAULT_BLOCK, ArchConfig, StageConfig
 from models.shapes import feature_sizes, stage_stride
 from models.validate import ConfigError, field_types
 from space.dims import Dim, SpecError, Suggester, config_check, parse_dim
 
 MAX_STAGES = 6  # 32 -> 1 pixel after five stride-2 stages
 MAX_COMBOS = 10_000  # block-setting combinations checked against every width
+# Network keys drawn only when another key is not at a value: key -> (other, value).
+CONDITIONAL = {"branch_drop_rate": ("branch_drop", "none")}
+# Keys added after study fingerprints began (release of issue 13): a study file that
+# leaves them at their defaults keeps the fingerprint it had (`StudySpec.fingerprint`).
+LATER_KEYS = ("groups", "shake_backward", "shake_image", "branch_drop", "branch_drop_rate")
 
 Draft = dict[str, Any]  # an `ArchConfig.to_dict` in the making
 
@@ -45,15 +50,22 @@ class ArchKey:
     write: Callable[[Draft, int, Any], None]
     per_stage: bool = False  # one parameter per stage: stage<i>_<key>
     block_types: tuple[str, ...] = ()  # only drawn when the block type is one of these
+    unless: tuple[str, Any] | None = None  # (key, value): not drawn where key has value
 
     def applies(self, draft: Draft) -> bool:
+        if self.unless is not None and draft.get(self.unless[0]) == self.unless[1]:
+            return False
         return not self.block_types or draft["block"]["type"] in self.block_types
 
-    def condition(self) -> str:
+    def condition(self, drawn: Collection[str] | None = None) -> str:
+        """When the key is drawn; ``drawn``: the block types the study may draw."""
         if self.per_stage:
             return "per stage"
+        if self.unless is not None:
+            return f"if {self.unless[0]} != {self.unless[1]}"
         if self.block_types:
-            types = self.block_types
+            types = tuple(t for t in self.block_types if drawn is None or t in drawn) or \
+                self.block_types
             return f"if block_type = {types[0]}" if len(types) == 1 else \
                 f"if block_type in {{{', '.join(types)}}}"
         return ""
@@ -96,9 +108,15 @@ def _network_key(key: str, tp: Any, default: Any) -> ArchKey:
     def write(draft: Draft, _: int, value: Any) -> None:
         draft[key] = value
 
+    unless = CONDITIONAL.get(key)
+    # A conditional key is checked where it is drawn: with its condition's key at another
+    # value (the first other one ArchConfig accepts).
+    context: dict[str, Any] = {} if unless is None else {unless[0]: next(
+        v for v in BRANCH_DROPS if v != unless[1])}
     return ArchKey(key, tp, default,
-                   config_check(lambda **kw: ArchConfig(stages=(StageConfig(1, 64),), **kw), key),
-                   lambda arch, _: getattr(arch, key), write)
+                   config_check(lambda **kw: ArchConfig(stages=(StageConfig(1, 64),),
+                                                        **context, **kw), key),
+                   lambda arch, _: getattr(arch, key), write, unless=unless)
 
 
 def _block_type_key() -> ArchKey:
@@ -197,8 +215,9 @@ class ArchSpace:
 
     def rows(self) -> Iterator[tuple[str, Dim, str]]:
         """(arch.key, dim, condition) for display."""
+        drawn = set(self.dims["block_type"].values())
         for row in self.keys:
-            yield f"arch.{row.key}", self.dims[row.key], row.condition()
+            yield f"arch.{row.key}", self.dims[row.key], row.condition(drawn)
 
 
 def _difference(a: Any, b: Any, where: str = "") -> tuple[str, Any, Any]:
@@ -234,6 +253,10 @@ def parse_arch(where: str, table: dict[str, Any]) -> ArchSpace:
             f"{where}: arch.pool_grid: {too_big[0]} is larger than the {smallest}x{smallest} "
             f"final feature map of a {deepest}-stage network")
     _check_block_widths(where, dims)
+    rate = dims["branch_drop_rate"]
+    if set(dims["branch_drop"].values()) - {"none"} and 0.0 in rate.extremes():
+        raise SpecError(f"{where}: arch.branch_drop_rate: a rate of 0 drops nothing; give a "
+                        "rate above 0 for the branch_drop methods drawn")
     return ArchSpace(dims)
 
 

@@ -21,7 +21,7 @@ import optuna
 from models.config import ArchConfig
 from models.counting import count_flops, count_params
 from models.validate import ConfigError, field_types
-from space.archspace import MAX_STAGES, ArchSpace, parse_arch
+from space.archspace import LATER_KEYS, MAX_STAGES, ArchSpace, arch_keys, parse_arch
 from space.dims import Dim, SpecError, Suggester, config_check, parse_dim
 from space.factory import build_pruner, build_sampler
 from space.options import PRUNER_OPTIONS, SAMPLER_OPTIONS, Option, read_options
@@ -95,6 +95,8 @@ class StudySpec:
         and the budget (not the name, description, n_trials, [final], sampler or pruner).
 
         A study keeps it, so that a changed file cannot quietly mix two spaces in one study.
+        Keys added since fingerprints began count only where a file moves them off their
+        defaults, so a study file of that release keeps its fingerprint.
         """
         import hashlib
         import json
@@ -105,7 +107,10 @@ class StudySpec:
                                                                        str(dim.tp))}
                     for key, dim in sorted(dims.items())}
 
-        text = json.dumps({"arch": canonical(self.arch), "train": canonical(self.train),
+        defaults = {row.key: row.default for row in arch_keys()[3]}
+        arch = {key: dim for key, dim in self.arch.items()  # see LATER_KEYS
+                if not (key in LATER_KEYS and dim.fixed and dim.value == defaults[key])}
+        text = json.dumps({"arch": canonical(arch), "train": canonical(self.train),
                            "budget": self.budget}, sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -56,7 +56,7 @@ BAD_ARCH = [
     ("stem_width", 0, "must be in 1..4096"),
     ("stem_width", True, "must be int"),
     ("stem_kernel", 4, "must be one of"),
-    ("block.type", "dense", "must be one of ('basic', 'bottleneck')"),
+    ("block.type", "dense", "must be one of ('basic', 'bottleneck', 'preact', "),
     ("block.type", 4, "must be str"),
     ("block.expansion", 4, "unknown field"),
     ("shortcut_kernel", 2, "must be one of"),
@@ -66,6 +66,9 @@ BAD_ARCH = [
     ("pool_kernel", 2.5, "must be int or null"),
     ("se_ratio", -0.5, "must be in 0..4"),
     ("dropout", 1.0, "must be in [0, 1)"),
+    ("branch_drop", "dropout", "must be one of ('none', 'path', 'shakedrop')"),
+    ("branch_drop_rate", 0.3, "must be 0 when branch_drop is 'none'"),
+    ("branch_drop_rate", "0.3", "must be float"),
     ("stages[0].blocks", 0, "must be >= 1"),
     ("stages[1].width", -8, "must be in 1..4096"),
     ("stages[2].kernel", 6, "must be one of"),
@@ -84,6 +87,33 @@ def test_from_dict_names_the_bad_field_and_value(field: str, value: Any, problem
     assert problem in message
     assert repr(value) in message
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(("block", "field", "problem"), [
+    ({"type": "bottleneck", "groups": 0}, "block.groups", "must be in 1..4096"),
+    ({"type": "preact_bottleneck", "groups": 3}, "stages[0].width",
+     "divisible by groups=3"),
+    ({"type": "pyramid_bottleneck", "expansion": 0}, "block.expansion", "must be >= 1"),
+    ({"type": "pyramid_bottleneck", "expansion": 3}, "stages[0].width",
+     "multiple of expansion=3"),
+    ({"type": "shake", "shake_backward": 1}, "block.shake_backward", "must be bool"),
+    ({"type": "pyramid", "groups": 2}, "block.groups", "unknown field"),
+])
+def test_new_block_settings_are_checked_at_the_door(block: dict[str, Any], field: str,
+                                                    problem: str) -> None:
+    data = {"stages": [{"blocks": 1, "width": 64}], "block": block}
+    with pytest.raises(ConfigError) as info:
+        ArchConfig.from_dict(data)
+    assert info.value.field == field and problem in str(info.value), str(info.value)
+
+
+def test_branch_drop_rate_must_be_below_one_with_a_method() -> None:
+    data = {"stages": [{"blocks": 1, "width": 64}], "branch_drop": "path",
+            "branch_drop_rate": 1.0}
+    with pytest.raises(ConfigError, match=r"branch_drop_rate: must be in \[0, 1\)"):
+        ArchConfig.from_dict(data)
+    data["branch_drop_rate"] = 0.5
+    assert ArchConfig.from_dict(data).describe().endswith("path0.5")
 
 
 def test_from_dict_refuses_missing_and_malformed_stages() -> None:
@@ -137,7 +167,7 @@ def test_first_release_dicts_load_as_equal_configs() -> None:
     assert ArchConfig.from_dict({**FIRST_RELEASE_BOTTLENECK, "expansion": 2}).block == \
         Bottleneck(expansion=2)
     # today's form: the block with its own settings, nested
-    assert bottleneck.to_dict()["block"] == {"type": "bottleneck", "expansion": 4}
+    assert bottleneck.to_dict()["block"] == {"type": "bottleneck", "expansion": 4, "groups": 1}
     assert "block_type" not in basic.to_dict() and "expansion" not in basic.to_dict()
 
 
@@ -168,7 +198,8 @@ def test_per_stage_blocks_round_trip_and_override_the_network_block() -> None:
     assert arch.stages[1].block is None  # the network's own block: stored as None
     assert arch.stage_blocks() == (Basic(), Basic(), Bottleneck(expansion=2))
     assert ArchConfig.from_json(arch.to_json()) == arch
-    assert arch.to_dict()["stages"][2]["block"] == {"type": "bottleneck", "expansion": 2}
+    assert arch.to_dict()["stages"][2]["block"] == {"type": "bottleneck", "expansion": 2,
+                                                    "groups": 1}
     assert "block" not in arch.to_dict()["stages"][0]
     assert arch.describe() == ("basic s32k3 | 2x64k3 2x128k3/2 2x256k3/2@bottleneck(expansion=2)"
                                " | sc1 | avg")

@@ -243,17 +243,22 @@ def test_sample_text_report(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def baseline_rows(out: str) -> dict[str, list[str]]:
-    lines = out.splitlines()
-    assert lines[0].split()[:3] == ["name", "parameters", "MFLOPs"]
+    lines = out.split("\n\n")[0].splitlines()
+    assert lines[0].split()[:6] == ["name", "parameters", "paper", "vs", "paper", "MFLOPs"]
     return {line.split()[0]: line.split() for line in lines[1:]}
 
 
 def test_baselines_lists_resnet_443(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_main(["baselines"], capsys)
     assert (code, err) == (0, "")
-    row = baseline_rows(out)["resnet-443"]
-    assert row[1] == "4,697,162"
-    assert row[3] == "yes"
+    rows = baseline_rows(out)
+    assert rows["resnet-443"][1:4] == ["4,697,162", "-", "-"]
+    assert rows["resnet-443"][5] == "yes"
+    # The paper's figure beside ours: WRN-40-2 is 2.2M in the paper, 2,243,578 here.
+    assert rows["wrn-40-2"][1:4] == ["2,243,578", "2.2M", "+2.0%"]
+    assert rows["wrn-40-2"][5] == "yes"
+    assert rows["pyramidnet-110-a84"][5] == "outside-space"  # 18 blocks a stage
+    assert "pyramidnet-110-a48: Han et al. 2017" in out
 
 
 def test_baselines_against_smoke_budget(capsys: pytest.CaptureFixture[str]) -> None:
@@ -261,7 +266,7 @@ def test_baselines_against_smoke_budget(capsys: pytest.CaptureFixture[str]) -> N
     assert code == 0
     rows = baseline_rows(out)
     assert rows["resnet-443"][1] == "4,697,162"
-    assert rows["resnet-443"][3:5] == ["over", "budget"]
+    assert rows["resnet-443"][5] == "over-budget"
 
 
 # -- real processes ----------------------------------------------------------------------

@@ -61,14 +61,14 @@ class Grouped(Basic):
     """A throwaway block type with a setting of its own (never built here)."""
 
     name: ClassVar[str] = "grouped_test"
-    groups: int = 1
+    slices: int = 1  # a setting no registered type has
 
     def __post_init__(self) -> None:
-        if self.groups < 1:
-            raise ConfigError("groups", self.groups, "must be >= 1")
+        if self.slices < 1:
+            raise ConfigError("slices", self.slices, "must be >= 1")
 
     def check_width(self, width: int) -> str | None:
-        return None if width % self.groups == 0 else f"must be a multiple of groups={self.groups}"
+        return None if width % self.slices == 0 else f"must be a multiple of slices={self.slices}"
 
     def layers(self, c_in: int, c_out: int, kernel: int, stride: int,
                size: int) -> Iterator[Layer]:
@@ -82,20 +82,20 @@ def test_a_registered_block_setting_becomes_a_study_key(tmp_path: Path) -> None:
     register_block(Grouped)
     try:
         spec = load_spec(study(tmp_path, 'block_type = ["basic", "grouped_test"]\n'
-                                         "groups = [1, 2, 4]"))
+                                         "slices = [1, 2, 4]"))
         conditions = {key: condition for key, _, condition in spec.dims()}
-        assert conditions["arch.groups"] == "if block_type = grouped_test"
+        assert conditions["arch.slices"] == "if block_type = grouped_test"
         for params, arch in draws(spec):
-            assert ("groups" in params) == isinstance(arch.block, Grouped)
+            assert ("slices" in params) == isinstance(arch.block, Grouped)
             assert spec.arch_params(arch) == params
-        with pytest.raises(SpecError, match=r"arch\.groups: choice 0: must be >= 1"):
-            load_spec(study(tmp_path, 'block_type = "grouped_test"\ngroups = [0, 2]'))
-        with pytest.raises(SpecError, match=r"arch\.width: 16 must be a multiple of groups=32"):
-            load_spec(study(tmp_path, 'block_type = "grouped_test"\ngroups = 32'))
+        with pytest.raises(SpecError, match=r"arch\.slices: choice 0: must be >= 1"):
+            load_spec(study(tmp_path, 'block_type = "grouped_test"\nslices = [0, 2]'))
+        with pytest.raises(SpecError, match=r"arch\.width: 16 must be a multiple of slices=32"):
+            load_spec(study(tmp_path, 'block_type = "grouped_test"\nslices = 32'))
     finally:
         unregister_block(Grouped.name)
-    with pytest.raises(SpecError, match=r"arch\.groups: unknown key"):
-        load_spec(study(tmp_path, "groups = 2"))
+    with pytest.raises(SpecError, match=r"arch\.slices: unknown key"):
+        load_spec(study(tmp_path, "slices = 2"))
 
 
 def test_arch_params_names_what_the_space_cannot_make() -> None:

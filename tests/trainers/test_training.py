@@ -12,6 +12,7 @@ from torch import nn
 
 import trainers.training as fit_module
 from models import ArchConfig, StageConfig
+from models.blocks_shake import Shake
 from trainers.checkpoint import CheckpointError
 from trainers.config import TrainConfig
 from trainers.data import CifarData
@@ -104,6 +105,35 @@ def test_resumed_run_ends_with_the_same_weights(cifar_jpeg: CifarData, tmp_path:
              for row in straight.history]
     assert strip == [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")}
                      for row in resumed.history]
+
+
+def test_a_shake_shake_network_with_drop_path_resumes_exactly(
+        cifar_jpeg: CifarData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Shake-Shake's mixing weights and drop-path's masks are drawn in every step; a
+    # resume must draw the very ones the uninterrupted run drew.
+    arch = ArchConfig(stages=(StageConfig(1, 16), StageConfig(1, 32, stride=2)), stem_width=16,
+                      block=Shake(), branch_drop="path", branch_drop_rate=0.5)
+    cfg = TrainConfig(**{**QUICK.to_dict(), "epochs": 2})
+    straight = fit(arch, cfg, cifar_jpeg, device="cpu", checkpoint_dir=tmp_path / "a",
+                   deterministic=True, log=quiet)
+    fit(arch, cfg, cifar_jpeg, device="cpu", checkpoint_dir=tmp_path / "b",
+        deterministic=True, report=lambda epoch, _: epoch == 1, log=quiet)
+    resumed = fit(arch, cfg, cifar_jpeg, device="cpu", checkpoint_dir=tmp_path / "b",
+                  deterministic=True, log=quiet)
+    assert resumed.resumed_from == 1
+    a, b = weights(straight.model), weights(resumed.model)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # The draws come from the global generators the checkpoint restores: without that
+    # restore (augmentation has its own generator, so only these draws change), a resumed
+    # run ends elsewhere.
+    monkeypatch.setattr(fit_module, "set_rng_state", lambda state: torch.manual_seed(12345))
+    fit(arch, cfg, cifar_jpeg, device="cpu", checkpoint_dir=tmp_path / "c",
+        deterministic=True, report=lambda epoch, _: epoch == 1, log=quiet)
+    forgetful = fit(arch, cfg, cifar_jpeg, device="cpu", checkpoint_dir=tmp_path / "c",
+                    deterministic=True, log=quiet)
+    assert forgetful.resumed_from == 1
+    assert not torch.equal(weights(forgetful.model)["fc.weight"], a["fc.weight"])
 
 
 def test_checkpoint_holds_everything_and_loads_weights_only(cifar_jpeg: CifarData,
