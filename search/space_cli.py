@@ -87,6 +87,10 @@ def cmd_space(args: argparse.Namespace, out: TextIO) -> int:
         print("accepted   parameters: " + "  ".join(f"{k} {v:,}" for k, v in q.items()),
               file=out)
         print_histogram(result.n_params, spec.budget, out)
+        for label, counts in (("blocks", result.block_types), ("branches", result.branch_drops)):
+            total = sum(counts.values())
+            print(f"{label:<10} " + "  ".join(f"{k} {100 * n / total:.0f}%"
+                                              for k, n in counts.most_common()), file=out)
     return 0
 
 

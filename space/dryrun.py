@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +37,9 @@ class DryRunResult:
     seconds: float
     inner_draws: int  # proposals drawn inside a budget-aware sampler (0 if none)
     n_params: list[int] = field(default_factory=list)  # of accepted proposals
+    # Accepted proposals by the network's block type, and by branch regulariser.
+    block_types: Counter[str] = field(default_factory=Counter)
+    branch_drops: Counter[str] = field(default_factory=Counter)
 
     @property
     def accepted(self) -> int:
@@ -64,7 +68,8 @@ class DryRunResult:
             "accepted": self.accepted, "rejected": self.rejected,
             "rejection_rate": round(self.rejection_rate, 4), "seconds": round(self.seconds, 3),
             "proposals_per_s": round(self.proposals_per_s, 2), "inner_draws": self.inner_draws,
-            "n_params": self.quantiles(),
+            "n_params": self.quantiles(), "block_types": dict(self.block_types.most_common()),
+            "branch_drops": dict(self.branch_drops.most_common()),
         }
 
 
@@ -99,6 +104,8 @@ def dry_run(
     def objective(trial: optuna.Trial) -> float:
         candidate = spec.sample(trial)
         result.n_params.append(candidate.n_params)
+        result.block_types[candidate.arch.block.name] += 1
+        result.branch_drops[candidate.arch.branch_drop] += 1
         return candidate.n_params / spec.budget
 
     def count(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

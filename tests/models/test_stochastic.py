@@ -144,3 +144,12 @@ def test_torch_compile_traces_the_random_blocks_without_graph_breaks(name: str) 
     explained = torch._dynamo.explain(model)(torch.randn(2, 3, 32, 32))
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
+
+
+def test_drop_rates_grow_linearly_to_the_last_block() -> None:
+    arch = BASELINES["pyramidnet-56-a48-shakedrop"]  # 27 blocks, ShakeDrop to 0.5
+    rates = [m.rate for m in build_model(arch, device="meta").modules()
+             if isinstance(m, ShakeDrop)]
+    assert rates == pytest.approx([0.5 * block / 27 for block in range(1, 28)])
+    plain = build_model(BASELINES["wrn-40-2"], device="meta")
+    assert not any(isinstance(m, (ShakeDrop, DropPath)) for m in plain.modules())

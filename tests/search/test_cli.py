@@ -121,6 +121,23 @@ def test_univariate_tpe_samples(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert json.loads(out)["proposals"] == 5
 
 
+def test_sample_shows_the_block_types_and_regularisers_proposed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = study_file(tmp_path, "[arch]", '[arch]\nblock_type = ["preact", "shake"]\n'
+                      'branch_drop = ["none", "shakedrop"]\nbranch_drop_rate = 0.3')
+    code, out, _ = run_main(["space", "--study", str(path), "--sample", "20", "--seed", "3"],
+                            capsys)
+    assert code == 0
+    shares = {line.split()[0]: line.split()[1:] for line in out.splitlines()
+              if line.startswith(("blocks ", "branches "))}
+    assert set(shares["blocks"][::2]) == {"preact", "shake"}
+    assert set(shares["branches"][::2]) == {"none", "shakedrop"}
+    code, out, _ = run_main(["space", "--study", str(path), "--sample", "20", "--seed", "3",
+                             "--json"], capsys)
+    counts = json.loads(out)["block_types"]
+    assert set(counts) == {"preact", "shake"} and sum(counts.values()) == 20
+
+
 def test_kernel_range_with_even_kernel_does_not_crash_sampling(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = study_file(tmp_path, "[arch]", "[arch]\nkernel = { low = 3, high = 5 }")
