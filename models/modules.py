@@ -18,14 +18,16 @@ if TYPE_CHECKING:
     from models.config import ArchConfig
 
 
+def conv(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    """A bias-free 'same'-padded conv."""
+    return nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, groups=groups,
+                     bias=False)
+
+
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1,
             groups: int = 1) -> nn.Sequential:
     """A bias-free 'same'-padded conv followed by batch norm."""
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, groups=groups,
-                  bias=False),
-        nn.BatchNorm2d(c_out),
-    )
+    return nn.Sequential(conv(c_in, c_out, kernel, stride, groups), nn.BatchNorm2d(c_out))
 
 
 class SqueezeExcite(nn.Module):
@@ -48,14 +50,13 @@ def make_shortcut(c_in: int, c_out: int, stride: int, arch: ArchConfig,
     pre-activation blocks, ``norm=False``)."""
     if c_in == c_out and stride == 1:
         return nn.Identity()
-    conv = conv_bn(c_in, c_out, arch.shortcut_kernel, 1 if arch.shortcut_pool else stride)
-    if not norm:
-        conv = conv[0]  # type: ignore[assignment]
+    make = conv_bn if norm else conv
+    projection = make(c_in, c_out, arch.shortcut_kernel, 1 if arch.shortcut_pool else stride)
     if arch.shortcut_pool and stride > 1:
         # ResNet-D: average the skipped pixels instead of dropping 3 in 4 of them.
         return nn.Sequential(
-            nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False), conv)
-    return conv
+            nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False), projection)
+    return projection
 
 
 class ZeroPadShortcut(nn.Module):
@@ -134,12 +135,6 @@ class BottleneckBlock(Residual):
     def branch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.conv3(torch.relu(self.conv2(torch.relu(self.conv1(x)))))
         return out, x
-
-
-def conv(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    """A bias-free 'same'-padded conv."""
-    return nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, groups=groups,
-                     bias=False)
 
 
 class PreActBlock(Residual):
