@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from models.validate import ConfigError, kwargs_from_dict
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "onecycle")
+OPTIMIZERS = ("sgd", "adamw", "sam")
+SCHEDULES = ("cosine", "onecycle", "multistep")
 
 
 def _check(ok: bool, field: str, value: Any, problem: str) -> None:
     if not ok:
         raise ConfigError(field, value, problem)
+
+
+def _milestones(text: str) -> tuple[float, ...] | None:
+    """``"0.5,0.75"`` as (0.5, 0.75), or None unless increasing fractions in (0, 1)."""
+    try:
+        fractions = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        return None
+    increasing = all(a < b for a, b in itertools.pairwise(fractions))
+    return fractions if increasing and all(0.0 < f < 1.0 for f in fractions) else None
 
 
 @dataclass(frozen=True)
@@ -24,11 +35,11 @@ class TrainConfig:
 
     epochs: int = 15  # passes over the training split
     batch_size: int = 512  # images per optimizer step
-    optimizer: str = "sgd"  # "sgd" (Nesterov momentum) or "adamw"
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum), "adamw" or "sam" (SAM over SGD-Nesterov)
     lr: float = 0.2  # peak learning rate
     momentum: float = 0.9  # SGD momentum; AdamW beta1
     weight_decay: float = 5e-4  # decoupled for AdamW, L2 for SGD; conv/linear weights only
-    schedule: str = "cosine"  # "cosine" (linear warmup, cosine decay) or "onecycle"
+    schedule: str = "cosine"  # "cosine" (linear warmup, cosine decay), "onecycle", "multistep"
     warmup_epochs: float = 1.0  # epochs of linear warmup before the cosine decay
     label_smoothing: float = 0.0  # probability mass spread over all classes, [0, 1)
     crop: bool = True  # random 32x32 crop of the image padded by crop_padding
@@ -43,6 +54,14 @@ class TrainConfig:
     val_size: int = 5000  # images held out of the training set for validation
     seed: int = 0  # seeds the split, the initial weights and the augmentation
     compile: bool = False  # torch.compile the model (CUDA only)
+    sam_rho: float = 0.05  # SAM: radius of the weight perturbation (ASAM: about 2.0)
+    sam_adaptive: bool = False  # ASAM: the perturbation scaled by each weight's magnitude
+    sam_every: int = 1  # SAM on every k-th step, plain SGD-Nesterov on the others
+    lr_floor: float = 0.0  # cosine: the lr the decay ends at, as a fraction of lr
+    milestones: str = "0.5,0.75"  # multistep: fractions of the run where the lr is cut
+    gamma: float = 0.1  # multistep: the lr's factor at each milestone
+    ema_warmup: bool = True  # EMA decay min(ema, (1 + t) / (10 + t)) at step t
+    ema_eval: bool = True  # with ema > 0: evaluate (and keep) the EMA weights, else the raw
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", self.epochs, "must be >= 1")
@@ -69,6 +88,18 @@ class TrainConfig:
         _check(self.val_size >= 10, "val_size", self.val_size,
                "must be >= 10 (one image per class at least)")
         _check(self.seed >= 0, "seed", self.seed, "must be >= 0")
+        _check(0.0 < self.sam_rho <= 10.0, "sam_rho", self.sam_rho, "must be in (0, 10]")
+        _check(1 <= self.sam_every <= 1000, "sam_every", self.sam_every, "must be in 1..1000")
+        _check(0.0 <= self.lr_floor < 1.0, "lr_floor", self.lr_floor, "must be in [0, 1)")
+        _check(_milestones(self.milestones) is not None, "milestones", self.milestones,
+               "must be increasing fractions of the run in (0, 1), comma-separated")
+        _check(0.0 < self.gamma <= 1.0, "gamma", self.gamma, "must be in (0, 1]")
+
+    def milestone_fractions(self) -> tuple[float, ...]:
+        """`milestones` as numbers: the fractions of the run where the lr is cut."""
+        fractions = _milestones(self.milestones)
+        assert fractions is not None  # checked in __post_init__
+        return fractions
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

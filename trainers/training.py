@@ -8,8 +8,6 @@ on the device and read once per epoch, so the host rarely waits.
 
 from __future__ import annotations
 
-import copy
-import math
 import random
 import time
 from collections.abc import Callable
@@ -23,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import ArchConfig, ConfigError, build_model, count_params
-from trainers.augment import TrainLoader, normalize
+from trainers.augment import Batch, TrainLoader, normalize
 from trainers.checkpoint import (
     CheckpointError,
     as_tuples,
@@ -35,6 +33,9 @@ from trainers.checkpoint import (
 )
 from trainers.config import TrainConfig
 from trainers.data import CifarData
+from trainers.ema import ModelEma
+from trainers.sam import Sam
+from trainers.schedules import lr_factor
 from trainers.splits import stratified_split, stratified_subset
 
 SPLIT_SEED = 0  # every trial of every study validates on the same images
@@ -118,31 +119,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig,
     fused = device.type == "cuda"
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999), fused=fused)
+    # "sam" steps with this too, after its second pass (`trainers.sam`).
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, fused=fused)
-
-
-def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """Multiplier of the peak learning rate at each optimizer step."""
-    total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "onecycle":
-        # Linear up from lr/25 over the warmup (a quarter of the run if none), then down.
-        up = max(1, round((cfg.warmup_epochs or cfg.epochs / 4) * steps_per_epoch))
-
-        def onecycle(step: int) -> float:
-            if step < up:
-                return 0.04 + 0.96 * step / up
-            return max(0.0, (total - step) / max(1, total - up))
-
-        return onecycle
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-
-    def cosine(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return cosine
 
 
 @torch.no_grad()
@@ -228,7 +206,7 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
     step_model: nn.Module = model
     if train_cfg.compile and dev.type == "cuda":
         step_model = torch.compile(model)  # type: ignore[assignment]
-    ema = _Ema(model, train_cfg.ema) if train_cfg.ema > 0 else None
+    ema = ModelEma(model, train_cfg.ema, train_cfg.ema_warmup) if train_cfg.ema > 0 else None
 
     split = Split.carve(data, train_cfg, dev)
     gen = torch.Generator(device=dev)
@@ -236,6 +214,8 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
     host_rng = random.Random(train_cfg.seed)
     loader = TrainLoader(split.train_images, split.train_labels, train_cfg, gen, host_rng)
     optimizer = make_optimizer(model, train_cfg, dev)
+    sam = (Sam(model, optimizer, train_cfg.sam_rho, train_cfg.sam_adaptive, train_cfg.sam_every)
+           if train_cfg.optimizer == "sam" else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(train_cfg, len(loader)))
 
     history: list[dict[str, float]] = []
@@ -248,7 +228,7 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             if ema is not None:
-                ema.model.load_state_dict(state["ema"])
+                ema.load_state_dict(state["ema"], steps_done=int(state["epoch"]) * len(loader))
             set_rng_state(state["rng"])
             gen.set_state(state["rng"]["device_gen"])
             host_rng.setstate(as_tuples(state["rng"]["host_rng"]))
@@ -263,18 +243,18 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
             "epoch": epoch, "arch": arch.to_dict(), "train": train_cfg.to_dict(),
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "ema": ema.model.state_dict() if ema is not None else None,
+            "ema": ema.state_dict() if ema is not None else None,
             "rng": rng_state({"device_gen": gen.get_state(), "host_rng": host_rng.getstate()}),
             "history": history, "code_version": code_version(), "data_digest": data.digest,
         }, ckpt_dir)
 
-    eval_model = ema.model if ema is not None else model
+    eval_model = ema.model if ema is not None and train_cfg.ema_eval else model
     stopped = False
     epoch = first_epoch - 1
     for epoch in range(first_epoch, train_cfg.epochs + 1):
         t0 = time.perf_counter()
         train_loss, train_acc = _train_epoch(step_model, loader, optimizer, scheduler, ema,
-                                             train_cfg, epoch, on_step)
+                                             train_cfg, epoch, on_step, sam)
         train_seconds = time.perf_counter() - t0
         val_loss, val_acc = evaluate(eval_model, split.val_images, split.val_labels,
                                      tta_flip=train_cfg.tta_flip)
@@ -305,9 +285,9 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
 
 
 def _train_epoch(model: nn.Module, loader: TrainLoader, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler, ema: _Ema | None,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, ema: ModelEma | None,
                  cfg: TrainConfig, epoch: int,
-                 on_step: StepHook | None = None) -> tuple[float, float]:
+                 on_step: StepHook | None = None, sam: Sam | None = None) -> tuple[float, float]:
     model.train()
     device = loader.images.device
     loss_sum = torch.zeros((), device=device)
@@ -327,6 +307,12 @@ def _train_epoch(model: nn.Module, loader: TrainLoader, optimizer: torch.optim.O
             raise TrainingDiverged(epoch, int(first_bad.item()))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if sam is not None and sam.due(step):
+            def loss_at(batch: Batch = batch) -> torch.Tensor:
+                with _autocast(device):
+                    return F.cross_entropy(model(batch.images).float(), batch.targets,
+                                           label_smoothing=cfg.label_smoothing)
+            sam.second_pass(loss_at)
         optimizer.step()
         scheduler.step()
         if ema is not None:
@@ -339,22 +325,6 @@ def _train_epoch(model: nn.Module, loader: TrainLoader, optimizer: torch.optim.O
     if first_bad.item() >= 0:
         raise TrainingDiverged(epoch, int(first_bad.item()))
     return loss_sum.item() / max(1, seen), correct.item() / max(1, seen)
-
-
-class _Ema:
-    """Exponential moving average of a model's weights (buffers copied as they are)."""
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.source, self.decay = model, decay
-        self.model = copy.deepcopy(model).requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self) -> None:
-        ema_params: list[torch.Tensor] = list(self.model.parameters())
-        params = [p.detach() for p in self.source.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
-        for mine, theirs in zip(self.model.buffers(), self.source.buffers(), strict=True):
-            mine.copy_(theirs)
 
 
 def check_same_run(state: dict[str, Any], arch: ArchConfig, cfg: TrainConfig,

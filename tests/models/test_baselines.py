@@ -48,6 +48,6 @@ def test_pyramidnet_widens_by_alpha_over_n_at_every_block(name: str, alpha: int,
     width, paper = 16.0, []
     for _ in blocks:
         width += alpha / len(blocks)
-        paper.append(int(round(width)) * expansion)
+        paper.append(round(width) * expansion)
     assert [b.c_out for b in blocks] == paper
     assert [b.c_in for b in blocks[1:]] == paper[:-1] and blocks[0].c_in == 16
