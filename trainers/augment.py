@@ -62,6 +62,58 @@ def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
+def random_erasing(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2017): with probability ``cfg.erasing`` per image, zero
+    (the mean colour, after normalisation) one rectangle.
+
+    Its area is U[erasing_min_area, erasing_max_area] of the image and its aspect ratio
+    log-uniform in [1/erasing_max_aspect, erasing_max_aspect]; a side longer than the
+    image is cut to it, and the position is uniform over the places it fits.
+    """
+    if cfg.erasing == 0.0:
+        return x
+    n, _, h, w = x.shape
+    draws = torch.rand(5, n, generator=gen, device=x.device)
+    area = h * w * (cfg.erasing_min_area + (cfg.erasing_max_area - cfg.erasing_min_area)
+                    * draws[0])
+    aspect = torch.exp((2.0 * draws[1] - 1.0) * math.log(cfg.erasing_max_aspect))
+    eh = torch.sqrt(area * aspect).round().clamp(1, h)
+    ew = torch.sqrt(area / aspect).round().clamp(1, w)
+    top = ((h - eh + 1) * draws[2]).floor().clamp(max=h - 1)
+    left = ((w - ew + 1) * draws[3]).floor().clamp(max=w - 1)
+    erase = draws[4] < cfg.erasing
+    ys = torch.arange(h, device=x.device)[None, :]
+    xs = torch.arange(w, device=x.device)[None, :]
+    rows = (ys >= top[:, None]) & (ys < (top + eh)[:, None])
+    cols = (xs >= left[:, None]) & (xs < (left + ew)[:, None])
+    inside = rows[:, :, None] & cols[:, None, :] & erase[:, None, None]
+    return x.masked_fill(inside[:, None], 0.0)
+
+
+def tta_views(x: torch.Tensor, flip: bool, translate: int) -> list[torch.Tensor]:
+    """What test-time augmentation averages over: the batch, copies of it shifted by
+    ``translate`` pixels down-right and up-left (reflection-padded, as airbench does),
+    and, with ``flip``, the mirror of each."""
+    views = [x]
+    if translate:
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (translate,) * 4, mode="reflect")
+        views += [padded[..., :h, :w], padded[..., 2 * translate:, 2 * translate:]]
+    if flip:
+        views += [view.flip(3) for view in views]
+    return views
+
+
+def tta_logits(model: torch.nn.Module, x: torch.Tensor, *, flip: bool,
+               translate: int = 0) -> torch.Tensor:
+    """Float logits of ``model`` averaged over `tta_views` of the normalised batch ``x``."""
+    views = tta_views(x, flip, translate)
+    logits = model(views[0]).float()
+    for view in views[1:]:
+        logits = logits + model(view).float()
+    return logits / len(views)
+
+
 def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     """Zero (the mean, after normalisation) a size x size square per image.
 
@@ -146,6 +198,7 @@ class TrainLoader:
         if cfg.flip:
             x = random_flip(x, self.gen)
         x = cutout(x, cfg.cutout, self.gen)
+        x = random_erasing(x, cfg, self.gen)
         targets: torch.Tensor = labels
         if cfg.mixup > 0 or cfg.cutmix > 0:
             x, targets = mix(x, labels, cfg, self.gen, self.rng)

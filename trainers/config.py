@@ -62,6 +62,11 @@ class TrainConfig:
     gamma: float = 0.1  # multistep: the lr's factor at each milestone
     ema_warmup: bool = True  # EMA decay min(ema, (1 + t) / (10 + t)) at step t
     ema_eval: bool = True  # with ema > 0: evaluate (and keep) the EMA weights, else the raw
+    erasing: float = 0.0  # random erasing: probability per image; 0 = off
+    erasing_min_area: float = 0.02  # random erasing: smallest erased share of the image
+    erasing_max_area: float = 0.33  # random erasing: largest erased share of the image
+    erasing_max_aspect: float = 3.3  # random erasing: aspect ratios in [1/this, this]
+    tta_translate: int = 0  # test time: also average over copies shifted by this many pixels
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", self.epochs, "must be >= 1")
@@ -94,6 +99,14 @@ class TrainConfig:
         _check(_milestones(self.milestones) is not None, "milestones", self.milestones,
                "must be increasing fractions of the run in (0, 1), comma-separated")
         _check(0.0 < self.gamma <= 1.0, "gamma", self.gamma, "must be in (0, 1]")
+        _check(0.0 <= self.erasing <= 1.0, "erasing", self.erasing, "must be in 0..1 (0 = off)")
+        _check(0.0 < self.erasing_min_area <= self.erasing_max_area < 1.0, "erasing_max_area",
+               self.erasing_max_area, f"must be in [erasing_min_area ({self.erasing_min_area}), "
+               "1) with erasing_min_area > 0")
+        _check(1.0 <= self.erasing_max_aspect <= 10.0, "erasing_max_aspect",
+               self.erasing_max_aspect, "must be in 1..10")
+        _check(0 <= self.tta_translate <= 8, "tta_translate", self.tta_translate,
+               "must be in 0..8 pixels")
 
     def milestone_fractions(self) -> tuple[float, ...]:
         """`milestones` as numbers: the fractions of the run where the lr is cut."""

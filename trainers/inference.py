@@ -113,9 +113,10 @@ def _train(raw: Any, where: Path) -> TrainConfig | None:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, *, tta_flip: bool,
-                   device: torch.device | str = "cpu", batch_size: int = EVAL_BATCH) -> np.ndarray:
+                   tta_translate: int = 0, device: torch.device | str = "cpu",
+                   batch_size: int = EVAL_BATCH) -> np.ndarray:
     """Float32 logits (N x classes) for uint8 N x 32 x 32 x 3 images."""
-    from trainers.augment import normalize
+    from trainers.augment import normalize, tta_logits
     from trainers.training import _autocast
 
     dev = torch.device(device)
@@ -125,9 +126,7 @@ def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, *, tta_f
     for start in range(0, len(data), batch_size):
         x = normalize(data[start:start + batch_size].to(dev))
         with _autocast(dev):
-            logits = model(x).float()
-            if tta_flip:
-                logits = (logits + model(x.flip(3)).float()) / 2
+            logits = tta_logits(model, x, flip=tta_flip, translate=tta_translate)
         out.append(logits)
     return torch.cat(out).cpu().numpy() if out else np.zeros((0, 0), np.float32)
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import ArchConfig, ConfigError, build_model, count_params
-from trainers.augment import Batch, TrainLoader, normalize
+from trainers.augment import Batch, TrainLoader, normalize, tta_logits
 from trainers.checkpoint import (
     CheckpointError,
     as_tuples,
@@ -125,7 +125,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig,
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
-             tta_flip: bool, batch_size: int = 1000) -> tuple[float, float]:
+             tta_flip: bool, tta_translate: int = 0,
+             batch_size: int = 1000) -> tuple[float, float]:
     """Mean cross-entropy and accuracy; one host sync for the whole set."""
     was_training = model.training
     model.eval()
@@ -135,9 +136,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         x = normalize(images[start:start + batch_size])
         y = labels[start:start + batch_size]
         with _autocast(x.device):
-            logits = model(x).float()
-            if tta_flip:
-                logits = (logits + model(x.flip(3)).float()) / 2
+            logits = tta_logits(model, x, flip=tta_flip, translate=tta_translate)
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     model.train(was_training)
@@ -257,7 +256,8 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
                                              train_cfg, epoch, on_step, sam)
         train_seconds = time.perf_counter() - t0
         val_loss, val_acc = evaluate(eval_model, split.val_images, split.val_labels,
-                                     tta_flip=train_cfg.tta_flip)
+                                     tta_flip=train_cfg.tta_flip,
+                                     tta_translate=train_cfg.tta_translate)
         metrics = {
             "epoch": float(epoch), "train_loss": train_loss, "train_acc": train_acc,
             "val_loss": val_loss, "val_acc": val_acc,

@@ -11,7 +11,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -35,8 +35,11 @@ def _device(device: str | None) -> str:
     return str(resolve_device(device))
 
 
-def _tta(loaded: LoadedModel) -> bool:
-    return loaded.train.tta_flip if loaded.train is not None else False
+def _tta(loaded: LoadedModel) -> dict[str, Any]:
+    """The run's test-time augmentation, as `predict_logits` keywords."""
+    if loaded.train is None:
+        return {"tta_flip": False}
+    return {"tta_flip": loaded.train.tta_flip, "tta_translate": loaded.train.tta_translate}
 
 
 def default_data(model_path: Path) -> str | None:
@@ -63,7 +66,7 @@ def evaluate_run(model_path: str, data: str | None, out_dir: str | None,
     source = find_data(data or default_data(path))
     dataset = load_cifar10(source, progress=lambda m: print(f"data     {m}", file=out,
                                                              flush=True))
-    logits = predict_logits(loaded.model, dataset.test_images, tta_flip=_tta(loaded),
+    logits = predict_logits(loaded.model, dataset.test_images, **_tta(loaded),
                             device=loaded.device)
     report = class_report(dataset.test_labels, logits.argmax(1), dataset.classes)
     folder = Path(out_dir) if out_dir else rundir.eval_dir(rundir.folder_of(path), source)
@@ -75,7 +78,7 @@ def evaluate_run(model_path: str, data: str | None, out_dir: str | None,
         json_path = rundir.write_evaluation(folder, {
             "model": str(loaded.source), "data_source": dataset.source,
             "data_digest": dataset.digest, "test_images": len(dataset.test_labels),
-            "tta_flip": _tta(loaded), **report.to_dict()})
+            **_tta(loaded), **report.to_dict()})
     except OSError as err:
         raise UsageError(f"{folder}: cannot write the evaluation: {os_reason(err)}") from None
     return Evaluation(report, loaded, dataset.source, png, json_path)
@@ -110,7 +113,7 @@ def predict_file(model_path: str, input_path: str, out_csv: str, device: str | N
                          f"{target / 'submission.csv'})")
     loaded = load_model(Path(model_path), _device(device))
     images, ids = read_unlabeled(input_path)
-    labels = predict_logits(loaded.model, images, tta_flip=_tta(loaded),
+    labels = predict_logits(loaded.model, images, **_tta(loaded),
                             device=loaded.device).argmax(1)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")

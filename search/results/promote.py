@@ -281,7 +281,8 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
         raise
     rundir.write_metrics(run_dir, result.history)
     save_model(result.model, run_dir / rundir.MODEL)
-    logits = predict_logits(result.model, data.test_images, tta_flip=cfg.tta_flip, device=device)
+    logits = predict_logits(result.model, data.test_images, tta_flip=cfg.tta_flip,
+                            tta_translate=cfg.tta_translate, device=device)
     classes = class_report(data.test_labels, logits.argmax(1), data.classes)
     title = f"{job.study} trial {job.trial}: {arch.describe()}"
     plot_curves(result.history, run_dir / rundir.CURVES, title=title)
