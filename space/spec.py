@@ -331,6 +331,10 @@ def _parse_train(where: str, table: dict[str, Any]) -> dict[str, Dim]:
     if max_warmup > min_epochs:
         raise SpecError(f"{where}: train.warmup_epochs: {max_warmup} exceeds the shortest "
                         f"run of {min_epochs} epochs")
+    val_size = dims.get("val_size")
+    if val_size is not None and 0 in val_size.extremes():
+        raise SpecError(f"{where}: train.val_size: 0 (no validation split) is for [final] only: "
+                        "a search trial is judged and pruned on its validation accuracy")
     return dims
 
 

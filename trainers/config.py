@@ -51,7 +51,7 @@ class TrainConfig:
     ema: float = 0.0  # per-step decay of an exponential moving average of weights; 0 = off
     tta_flip: bool = True  # evaluate on the image and its mirror, average the logits
     train_subset: int = 0  # training images used per run (stratified); 0 = all
-    val_size: int = 5000  # images held out of the training set for validation
+    val_size: int = 5000  # images held out of the training set for validation; 0 = none
     seed: int = 0  # seeds the split, the initial weights and the augmentation
     compile: bool = False  # torch.compile the model (CUDA only)
     sam_rho: float = 0.05  # SAM: radius of the weight perturbation (ASAM: about 2.0)
@@ -90,8 +90,8 @@ class TrainConfig:
             _check(0.0 <= value <= 10.0, name, value, "must be in 0..10 (0 = off)")
         _check(0.0 <= self.ema < 1.0, "ema", self.ema, "must be in [0, 1) (0 = off)")
         _check(self.train_subset >= 0, "train_subset", self.train_subset, "must be >= 0 (0 = all)")
-        _check(self.val_size >= 10, "val_size", self.val_size,
-               "must be >= 10 (one image per class at least)")
+        _check(self.val_size == 0 or self.val_size >= 10, "val_size", self.val_size,
+               "must be 0 (no validation split: final runs only) or >= 10 (an image per class)")
         _check(self.seed >= 0, "seed", self.seed, "must be >= 0")
         _check(0.0 < self.sam_rho <= 10.0, "sam_rho", self.sam_rho, "must be in (0, 10]")
         _check(1 <= self.sam_every <= 1000, "sam_every", self.sam_every, "must be in 1..1000")

@@ -8,6 +8,7 @@ on the device and read once per epoch, so the host rarely waits.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -69,11 +70,12 @@ class FitResult:
 
     @property
     def val_acc(self) -> float:
-        return self.history[-1]["val_acc"] if self.history else float("nan")
+        return self.history[-1]["val_acc"] if self.history else float("nan")  # NaN: no split
 
     @property
     def best_val_acc(self) -> float:
-        return max((row["val_acc"] for row in self.history), default=float("nan"))
+        return max((row["val_acc"] for row in self.history if not math.isnan(row["val_acc"])),
+                   default=float("nan"))
 
 
 @dataclass
@@ -255,9 +257,10 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
         train_loss, train_acc = _train_epoch(step_model, loader, optimizer, scheduler, ema,
                                              train_cfg, epoch, on_step, sam)
         train_seconds = time.perf_counter() - t0
-        val_loss, val_acc = evaluate(eval_model, split.val_images, split.val_labels,
-                                     tta_flip=train_cfg.tta_flip,
-                                     tta_translate=train_cfg.tta_translate)
+        # val_size = 0 (a final run on every training image): nothing to validate on.
+        val_loss, val_acc = (math.nan, math.nan) if not len(split.val_labels) else evaluate(
+            eval_model, split.val_images, split.val_labels, tta_flip=train_cfg.tta_flip,
+            tta_translate=train_cfg.tta_translate)
         metrics = {
             "epoch": float(epoch), "train_loss": train_loss, "train_acc": train_acc,
             "val_loss": val_loss, "val_acc": val_acc,

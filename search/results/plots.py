@@ -6,6 +6,7 @@ CLI starts fast and plotting works on machines without a display.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,9 @@ def plot_curves(history: Sequence[dict[str, float]], path: Path, title: str = ""
     loss_ax.legend(loc="upper right")
     acc_ax.plot(epochs, [100 * r["train_acc"] for r in history], label="train")
     acc_ax.plot(epochs, [100 * r["val_acc"] for r in history], label="validation")
-    best = max(range(len(history)), key=lambda i: history[i]["val_acc"], default=None)
-    if best is not None:
+    scored = [i for i in range(len(history)) if not math.isnan(history[i]["val_acc"])]
+    best = max(scored, key=lambda i: history[i]["val_acc"], default=None)
+    if best is not None:  # none where the run had no validation split
         acc_ax.annotate(f"{100 * history[best]['val_acc']:.2f}%",
                         (epochs[best], 100 * history[best]["val_acc"]),
                         textcoords="offset points", xytext=(0, 8), ha="center")

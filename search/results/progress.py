@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TextIO
 
@@ -19,12 +20,13 @@ def duration(seconds: float) -> str:
 
 
 def epoch_line(metrics: dict[str, float], epochs: int) -> str:
-    """One epoch's metrics as a line of a log."""
+    """One epoch's metrics as a line of a log (a run without a validation split says so)."""
     width = len(str(epochs))
+    val = ("no validation split" if math.isnan(metrics["val_acc"]) else
+           f"val loss {metrics['val_loss']:.4f} acc {100 * metrics['val_acc']:6.2f}%")
     return (f"epoch {int(metrics['epoch']):>{width}}/{epochs}  "
             f"train loss {metrics['train_loss']:.4f} acc {100 * metrics['train_acc']:6.2f}%  "
-            f"val loss {metrics['val_loss']:.4f} acc {100 * metrics['val_acc']:6.2f}%  "
-            f"lr {metrics['lr']:.4g}  {duration(metrics['seconds'])}  "
+            f"{val}  lr {metrics['lr']:.4g}  {duration(metrics['seconds'])}  "
             f"{metrics['images_per_s']:,.0f} img/s")
 
 

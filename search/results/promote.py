@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -295,7 +296,9 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
         "test_acc": classes.accuracy, "test_images": len(data.test_labels),
         "per_class_acc": classes.per_class, "confusion": classes.confusion.tolist(),
         "classes": list(data.classes),
-        "val_acc": result.val_acc, "best_val_acc": result.best_val_acc,
+        "val_acc": _number(result.val_acc), "best_val_acc": _number(result.best_val_acc),
+        "validation": (f"{cfg.val_size} training images held out" if cfg.val_size else
+                       "none: val_size = 0, trained on every training image"),
         "epochs": result.epochs, "resumed_from": result.resumed_from,
         "n_params": result.n_params, "flops": count_flops(arch),
         "train_seconds": train_seconds,
@@ -327,3 +330,8 @@ def _on_ray(job: PromoteJob, address: str, out: TextIO) -> tuple[dict[str, Any],
 def _ray_task(job: PromoteJob) -> tuple[dict[str, Any], dict[str, bytes]]:
     summary = train_and_write(job, sys.stdout)
     return summary, rundir.read_outputs(Path(job.run_dir))
+
+
+def _number(value: float) -> float | None:
+    """JSON has no NaN: a metric that does not exist (no validation split) is null."""
+    return None if math.isnan(value) else value

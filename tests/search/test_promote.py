@@ -185,6 +185,30 @@ def test_promote_writes_every_output(promote_output: tuple[Path, str], searched:
     assert f"test {100 * summary['test_acc']:.2f}%" in shown[0]
 
 
+def test_a_final_run_without_validation_writes_every_output(searched: Searched,
+                                                           tmp_path: Path) -> None:
+    # resnet-budget's [final] trains on every training image (val_size = 0), as the
+    # course designs' final runs did: no per-epoch validation, the test split at the end.
+    study = tmp_path / "no-validation.toml"
+    study.write_text(searched.study.read_text().replace("[final]\n", "[final]\nval_size = 0\n", 1))
+    out = tmp_path / "all-images"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["promote", "1", "--study", str(study), "--storage", searched.url,
+                     "--study-name", searched.name, "--data", str(SHARED_ARCHIVE),
+                     "--device", "cpu", "--epochs", "1", "--out", str(out)])
+    assert code == 0, printed.getvalue()
+    for name in OUTPUTS:
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "config.json").read_text())["train"]["val_size"] == 0
+    summary = json.loads((out / "summary.json").read_text())  # strict JSON: no NaN
+    assert summary["val_acc"] is None and summary["best_val_acc"] is None
+    assert summary["validation"].startswith("none: val_size = 0")
+    assert 0.0 < summary["test_acc"] <= 1.0 and summary["test_images"] == 10_000
+    assert [r["val_acc"] for r in read_metrics(out / "metrics.csv")] == ["nan"]
+    assert "no validation split" in printed.getvalue()
+
+
 def test_interrupted_promote_resumes_to_the_same_metrics(
         searched: Searched, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import FixedTrial, TrialState
 
 from models import BASELINES, ArchConfig, count_params
-from space import Candidate, OverBudget, builtin_studies, load_spec
+from space import Candidate, OverBudget, SpecError, builtin_studies, load_spec
 from tests.conftest import RandomSuggester
 from trainers.config import TrainConfig
 
@@ -139,3 +139,17 @@ def test_smoke_study_is_tiny() -> None:
         assert candidate.n_params <= 40_000
         assert candidate.train.epochs in (1, 2)
         assert candidate.train.train_subset == 3000
+
+
+def test_val_size_0_is_for_final_runs_only(tmp_path: Path) -> None:
+    from tests.space.test_archspace import study
+
+    path = study(tmp_path, "")
+    text = path.read_text()
+    path.write_text(text.replace("[train]\n", "[train]\nval_size = [0, 5000]\n", 1))
+    with pytest.raises(SpecError, match=r"train\.val_size: 0 \(no validation split\) is for "
+                                        r"\[final\] only"):
+        load_spec(path)
+    path.write_text(text.replace("[final]\n", "[final]\nval_size = 0\n", 1))
+    assert load_spec(path).final_train(TrainConfig()).val_size == 0
+    assert load_spec("resnet-budget").final["val_size"] == 0

@@ -4,6 +4,7 @@ averaged evaluation), and the multistep and floored cosine schedules."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,26 @@ def test_bad_milestones_are_refused_naming_the_field() -> None:
     for text in ("0.8,0.5", "0,0.5", "half", "0.5,1.0"):
         with pytest.raises(ValueError, match="milestones: must be increasing fractions"):
             TrainConfig(milestones=text)
+
+
+# -- no validation split (final runs on all the training images) ----------------------
+
+
+def test_val_size_0_trains_on_every_image_and_reports_no_validation(
+        cifar_jpeg: CifarData) -> None:
+    from search.results.progress import epoch_line
+    from trainers.training import Split
+
+    split = Split.carve(cifar_jpeg, TrainConfig(val_size=0), torch.device("cpu"))
+    assert len(split.train_labels) == len(cifar_jpeg.train_labels) and not len(split.val_labels)
+    held = Split.carve(cifar_jpeg, TrainConfig(val_size=500), torch.device("cpu"))
+    assert len(held.train_labels) == len(cifar_jpeg.train_labels) - 500
+    seen: list[dict[str, float]] = []
+    result = fit(TINY, dataclasses.replace(QUICK, epochs=1, val_size=0), cifar_jpeg,
+                 device="cpu", report=lambda _, m: bool(seen.append(m)), log=quiet)
+    assert math.isnan(seen[0]["val_acc"]) and math.isnan(result.best_val_acc)
+    assert 0.0 <= seen[0]["train_acc"] <= 1.0
+    assert "no validation split" in epoch_line(seen[0], 1)
+    assert "val loss" in epoch_line({**seen[0], "val_loss": 1.0, "val_acc": 0.5}, 1)
+    with pytest.raises(ValueError, match="val_size: must be 0"):
+        TrainConfig(val_size=5)
