@@ -353,6 +353,8 @@ def t_nest_deep(rng: random.Random, text: str) -> str:
 def t_rename_key(rng: random.Random, text: str) -> str:
     lines = text.split("\n")
     keyed = [i for i in range(len(lines)) if KEY_LINE.match(lines[i])]
+    if not keyed:  # an earlier mutation of the chain left no key
+        return text
     i = rng.choice(keyed)
     key = KEY_LINE.match(lines[i]).group(1)
     new = rng.choice([key + "x", key.upper(), key[:-1], f'"{key} "', key + ".low", "_" + key])
@@ -363,6 +365,8 @@ def t_rename_key(rng: random.Random, text: str) -> str:
 def t_rename_section(rng: random.Random, text: str) -> str:
     lines = text.split("\n")
     headers = [i for i in range(len(lines)) if HEADER.match(lines[i])]
+    if not headers:  # an earlier mutation of the chain left no section header
+        return text
     i = rng.choice(headers)
     name = HEADER.match(lines[i]).group(1)
     lines[i] = rng.choice([f"[{name}x]", f"[{name}.sub]", f"[[{name}]]", "[]", f"[{name.upper()}]",
