@@ -4,7 +4,7 @@ Side by side in one run, on one device:
   step   one training step of resnet-20 at batch 128 (forward, backward, update) with
          SGD, SAM, SAM every 2nd step, and SGD + EMA;
   batch  augmented batches of 512 from `TrainLoader` (crop + flip, + Cutout,
-         + random erasing), images/s;
+         + random erasing, + colour jitter, + rotation), images/s;
   eval   evaluation images/s with the flip, and with flip + translations.
 
     python benchmarks/recipe_cost.py [--device cpu|cuda] [--steps 4]
@@ -96,7 +96,9 @@ def main() -> int:
     labels = torch.randint(0, 10, (4096,), device=device)
     for variant, cfg in (("crop + flip", TrainConfig(batch_size=512)),
                          ("+ cutout 12", TrainConfig(batch_size=512, cutout=12)),
-                         ("+ random erasing 0.5", TrainConfig(batch_size=512, erasing=0.5))):
+                         ("+ random erasing 0.5", TrainConfig(batch_size=512, erasing=0.5)),
+                         ("+ jitter 0.4", TrainConfig(batch_size=512, jitter=0.4)),
+                         ("+ rotate 15", TrainConfig(batch_size=512, rotate=15.0))):
         loader = TrainLoader(images, labels, cfg, torch.Generator(device=device).manual_seed(0),
                              random.Random(0))
         add("batch", variant, timed(lambda ld=loader: ld.augment(images[:512], labels[:512]),

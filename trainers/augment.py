@@ -62,6 +62,49 @@ def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
+GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights, as PIL's "L" conversion
+
+
+def color_jitter(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
+    """Brightness, contrast and saturation of each image in an N x H x W x C batch in
+    [0, 1], each scaled by its own factor from U[1 - strength, 1 + strength].
+
+    Brightness multiplies; contrast blends with the image's mean grey level;
+    saturation with each pixel's grey level (PIL's ImageEnhance definitions, in
+    float, clamped to [0, 1] after each).
+    """
+    n = x.shape[0]
+    factors = 1.0 + strength * (2.0 * torch.rand(3, n, 1, 1, 1, generator=gen,
+                                                 device=x.device) - 1.0)
+    weights = torch.tensor(GRAY, device=x.device, dtype=x.dtype)
+    x = (x * factors[0]).clamp(0.0, 1.0)
+    mean = (x * weights).sum(-1, keepdim=True).mean((1, 2, 3), keepdim=True)
+    x = (mean + factors[1] * (x - mean)).clamp(0.0, 1.0)
+    gray = (x * weights).sum(-1, keepdim=True)
+    return (gray + factors[2] * (x - gray)).clamp(0.0, 1.0)
+
+
+def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Each image of an N x C x H x W batch turned counter-clockwise by its angle about
+    its centre (bilinear; what comes in from outside is 0, the mean colour after
+    normalisation)."""
+    radians = degrees * (math.pi / 180.0)
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1),
+                         torch.stack([sin, cos, zero], 1)], 1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_rotation(x: torch.Tensor, max_degrees: float, gen: torch.Generator) -> torch.Tensor:
+    """`rotate` each image by U[-max_degrees, max_degrees]."""
+    if max_degrees == 0.0:
+        return x
+    degrees = max_degrees * (2.0 * torch.rand(x.shape[0], generator=gen, device=x.device) - 1)
+    return rotate(x, degrees)
+
+
 def random_erasing(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
     """Random erasing (Zhong et al. 2017): with probability ``cfg.erasing`` per image, zero
     (the mean colour, after normalisation) one rectangle.
@@ -192,7 +235,11 @@ class TrainLoader:
 
     def augment(self, images: torch.Tensor, labels: torch.Tensor) -> Batch:
         cfg = self.cfg
-        x = normalize(images)
+        if cfg.jitter > 0:  # on the [0, 1] image, before the normalisation
+            x = normalize(255.0 * color_jitter(images.float() / 255.0, cfg.jitter, self.gen))
+        else:
+            x = normalize(images)
+        x = random_rotation(x, cfg.rotate, self.gen)
         if cfg.crop:
             x = random_crop(x, cfg.crop_padding, self.gen)
         if cfg.flip:

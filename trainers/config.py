@@ -67,6 +67,8 @@ class TrainConfig:
     erasing_max_area: float = 0.33  # random erasing: largest erased share of the image
     erasing_max_aspect: float = 3.3  # random erasing: aspect ratios in [1/this, this]
     tta_translate: int = 0  # test time: also average over copies shifted by this many pixels
+    jitter: float = 0.0  # colour jitter: brightness, contrast, saturation x U[1-j, 1+j]; 0 = off
+    rotate: float = 0.0  # random rotation, up to this many degrees either way; 0 = off
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", self.epochs, "must be >= 1")
@@ -107,6 +109,8 @@ class TrainConfig:
                self.erasing_max_aspect, "must be in 1..10")
         _check(0 <= self.tta_translate <= 8, "tta_translate", self.tta_translate,
                "must be in 0..8 pixels")
+        _check(0.0 <= self.jitter < 1.0, "jitter", self.jitter, "must be in [0, 1) (0 = off)")
+        _check(0.0 <= self.rotate <= 180.0, "rotate", self.rotate, "must be in 0..180 degrees")
 
     def milestone_fractions(self) -> tuple[float, ...]:
         """`milestones` as numbers: the fractions of the run where the lr is cut."""
