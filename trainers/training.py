@@ -89,7 +89,11 @@ class Split:
 
     @classmethod
     def carve(cls, data: CifarData, cfg: TrainConfig, device: torch.device) -> Split:
-        """Validation from the training set (stratified, fixed seed), then the subset."""
+        """Validation from the training set (stratified, fixed seed), then the subset.
+
+        ``val_size = 0`` (a final run): every training image (or the subset) is
+        trained on and the validation tensors are empty.
+        """
         kept, held = stratified_split(data.train_labels, cfg.val_size, SPLIT_SEED)
         if cfg.train_subset:
             kept = kept[stratified_subset(data.train_labels[kept], cfg.train_subset, SPLIT_SEED)]

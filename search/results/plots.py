@@ -41,13 +41,17 @@ def plot_curves(history: Sequence[dict[str, float]], path: Path, title: str = ""
     plt = _pyplot()
     epochs = [row["epoch"] for row in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    # Empty where the run had no validation split (val_size = 0): then no validation
+    # lines, so that the legend does not promise one.
+    scored = [i for i in range(len(history)) if not math.isnan(history[i]["val_acc"])]
     loss_ax.plot(epochs, [r["train_loss"] for r in history], label="train")
-    loss_ax.plot(epochs, [r["val_loss"] for r in history], label="validation")
+    if scored:
+        loss_ax.plot(epochs, [r["val_loss"] for r in history], label="validation")
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     loss_ax.legend(loc="upper right")
     acc_ax.plot(epochs, [100 * r["train_acc"] for r in history], label="train")
-    acc_ax.plot(epochs, [100 * r["val_acc"] for r in history], label="validation")
-    scored = [i for i in range(len(history)) if not math.isnan(history[i]["val_acc"])]
+    if scored:
+        acc_ax.plot(epochs, [100 * r["val_acc"] for r in history], label="validation")
     best = max(scored, key=lambda i: history[i]["val_acc"], default=None)
     if best is not None:  # none where the run had no validation split
         acc_ax.annotate(f"{100 * history[best]['val_acc']:.2f}%",

@@ -95,7 +95,7 @@ def promote(opts: PromoteOptions, out: TextIO = sys.stdout) -> int:
     print(f"arch     {arch.describe()}", file=out)
     print(f"recipe   {final.epochs} epochs, {final.optimizer} lr {final.lr:g}, batch "
           f"{final.batch_size}, {'all' if not final.train_subset else final.train_subset} "
-          f"training images", file=out)
+          f"training images{'' if final.val_size else ', no validation split'}", file=out)
     print(f"output   {run_dir}", file=out, flush=True)
     job = PromoteJob(arch=arch.to_dict(), train=final.to_dict(), data=data,
                      run_dir=str(run_dir.resolve()), device=opts.device, study=name,
@@ -297,8 +297,8 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
         "per_class_acc": classes.per_class, "confusion": classes.confusion.tolist(),
         "classes": list(data.classes),
         "val_acc": _number(result.val_acc), "best_val_acc": _number(result.best_val_acc),
-        "validation": (f"{cfg.val_size} training images held out" if cfg.val_size else
-                       "none: val_size = 0, trained on every training image"),
+        "validation": validation_note(cfg.val_size, cfg.train_subset,
+                                      len(data.train_labels)),
         "epochs": result.epochs, "resumed_from": result.resumed_from,
         "n_params": result.n_params, "flops": count_flops(arch),
         "train_seconds": train_seconds,
@@ -330,6 +330,24 @@ def _on_ray(job: PromoteJob, address: str, out: TextIO) -> tuple[dict[str, Any],
 def _ray_task(job: PromoteJob) -> tuple[dict[str, Any], dict[str, bytes]]:
     summary = train_and_write(job, sys.stdout)
     return summary, rundir.read_outputs(Path(job.run_dir))
+
+
+def validation_note(val_size: int, train_subset: int, n_train: int) -> str:
+    """What summary.json says of the validation split, with the images trained on.
+
+    Args:
+        val_size: images held out for validation; 0 = none.
+        train_subset: training images used (stratified); 0 = all that are not held out.
+        n_train: images in the data set's training split.
+    """
+    used = n_train - val_size
+    if train_subset:
+        used = min(used, train_subset)
+    if not val_size:
+        scope = "all" if used == n_train else f"{used:,} of the"
+        return f"none: val_size = 0, trained on {scope} {n_train:,} training images"
+    return (f"{val_size:,} of the {n_train:,} training images held out, trained on "
+            f"{used:,}")
 
 
 def _number(value: float) -> float | None:
