@@ -1,10 +1,11 @@
-"""What each recipe option costs per step: SAM, EMA, random erasing, test-time views.
+"""What each recipe option costs per step: SAM, EMA, augmentations, test-time views.
 
 Side by side in one run, on one device:
   step   one training step of resnet-20 at batch 128 (forward, backward, update) with
          SGD, SAM, SAM every 2nd step, and SGD + EMA;
   batch  augmented batches of 512 from `TrainLoader` (crop + flip, + Cutout,
-         + random erasing, + colour jitter, + rotation), images/s;
+         + random erasing, + colour jitter, + rotation, + each augmentation policy,
+         + RICAP), images/s;
   eval   evaluation images/s with the flip, and with flip + translations.
 
     python benchmarks/recipe_cost.py [--device cpu|cuda] [--steps 4]
@@ -98,7 +99,14 @@ def main() -> int:
                          ("+ cutout 12", TrainConfig(batch_size=512, cutout=12)),
                          ("+ random erasing 0.5", TrainConfig(batch_size=512, erasing=0.5)),
                          ("+ jitter 0.4", TrainConfig(batch_size=512, jitter=0.4)),
-                         ("+ rotate 15", TrainConfig(batch_size=512, rotate=15.0))):
+                         ("+ rotate 15", TrainConfig(batch_size=512, rotate=15.0)),
+                         ("+ trivialaugment", TrainConfig(batch_size=512,
+                                                          policy="trivialaugment")),
+                         ("+ randaugment 2 ops, bin 9", TrainConfig(batch_size=512,
+                                                                    policy="randaugment")),
+                         ("+ autoaugment cifar10", TrainConfig(batch_size=512,
+                                                               policy="autoaugment")),
+                         ("+ ricap 0.3", TrainConfig(batch_size=512, ricap=0.3))):
         loader = TrainLoader(images, labels, cfg, torch.Generator(device=device).manual_seed(0),
                              random.Random(0))
         add("batch", variant, timed(lambda ld=loader: ld.augment(images[:512], labels[:512]),

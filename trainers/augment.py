@@ -1,7 +1,8 @@
 """Batches drawn from a split held on the training device, augmented there.
 
 The whole split lives on the device as uint8 (N x 32 x 32 x 3, the layout CIFAR
-stores, which is channels-last). Each batch is gathered, normalised, randomly
+stores, which is channels-last). Each batch is gathered, optionally put through an
+augmentation policy on its uint8 pixels (`trainers.policies`), normalised, randomly
 cropped from a reflection-padded copy, flipped, cut out and optionally mixed,
 all as batched tensor ops on that device: no CPU worker touches a pixel, and
 nothing waits on the host. No torchvision.
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from trainers.config import TrainConfig
+from trainers.policies import apply_policy
 
 # Per-channel statistics of the CIFAR-10 training images, in [0, 1].
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -182,7 +184,11 @@ class Batch(NamedTuple):
 
 def mix(x: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
         rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup or CutMix (one of the enabled two, chosen per batch) with soft targets."""
+    """Mixup, CutMix or RICAP (one of those enabled, chosen per batch) with soft targets."""
+    if cfg.ricap > 0:
+        others = (cfg.mixup > 0) + (cfg.cutmix > 0)
+        if not others or rng.random() < 1.0 / (1 + others):
+            return ricap(x, labels, cfg.ricap, gen, rng)
     use_cutmix = cfg.cutmix > 0 and (cfg.mixup == 0 or rng.random() < 0.5)
     alpha = cfg.cutmix if use_cutmix else cfg.mixup
     lam = rng.betavariate(alpha, alpha)
@@ -201,6 +207,31 @@ def mix(x: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, gen: torch.Gene
         x = lam * x + (1.0 - lam) * x[perm]
     one_hot = F.one_hot(labels, NUM_CLASSES).to(x.dtype)
     return x, lam * one_hot + (1.0 - lam) * one_hot[perm]
+
+
+def ricap(x: torch.Tensor, labels: torch.Tensor, beta: float, gen: torch.Generator,
+          rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+    """RICAP (Takahashi et al. 2018): each image becomes four crops of four shuffles of
+    the batch, tiled around a boundary point drawn from Beta(beta, beta) per axis; the
+    targets are the four labels weighted by their crops' areas.
+
+    As in the paper's code, the boundary and each crop's position are per batch, the
+    shuffles per image.
+    """
+    n, _, h, w = x.shape
+    left = round(w * rng.betavariate(beta, beta))
+    top = round(h * rng.betavariate(beta, beta))
+    widths, heights = (left, w - left, left, w - left), (top, top, h - top, h - top)
+    corners = ((0, 0), (0, left), (top, 0), (top, left))  # each tile's top-left in the output
+    out = torch.empty_like(x)
+    one_hot = F.one_hot(labels, NUM_CLASSES).to(x.dtype)
+    targets = torch.zeros_like(one_hot)
+    for tw, th, (oy, ox) in zip(widths, heights, corners, strict=True):
+        perm = torch.randperm(n, generator=gen, device=x.device)
+        cy, cx = rng.randint(0, h - th), rng.randint(0, w - tw)
+        out[:, :, oy:oy + th, ox:ox + tw] = x[perm, :, cy:cy + th, cx:cx + tw]
+        targets += (tw * th / (h * w)) * one_hot[perm]
+    return out, targets
 
 
 class TrainLoader:
@@ -235,6 +266,9 @@ class TrainLoader:
 
     def augment(self, images: torch.Tensor, labels: torch.Tensor) -> Batch:
         cfg = self.cfg
+        if cfg.policy != "none":  # on the uint8 image, as PIL's ops are defined
+            images = apply_policy(images, cfg.policy, self.gen, ops=cfg.policy_ops,
+                                  magnitude=cfg.policy_magnitude)
         if cfg.jitter > 0:  # on the [0, 1] image, before the normalisation
             x = normalize(255.0 * color_jitter(images.float() / 255.0, cfg.jitter, self.gen))
         else:
@@ -247,7 +281,7 @@ class TrainLoader:
         x = cutout(x, cfg.cutout, self.gen)
         x = random_erasing(x, cfg, self.gen)
         targets: torch.Tensor = labels
-        if cfg.mixup > 0 or cfg.cutmix > 0:
+        if cfg.mixup > 0 or cfg.cutmix > 0 or cfg.ricap > 0:
             x, targets = mix(x, labels, cfg, self.gen, self.rng)
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -12,6 +12,7 @@ from models.validate import ConfigError, kwargs_from_dict
 
 OPTIMIZERS = ("sgd", "adamw", "sam")
 SCHEDULES = ("cosine", "onecycle", "multistep")
+POLICIES = ("none", "trivialaugment", "randaugment", "autoaugment")  # trainers.policies
 
 
 def _check(ok: bool, field: str, value: Any, problem: str) -> None:
@@ -69,6 +70,10 @@ class TrainConfig:
     tta_translate: int = 0  # test time: also average over copies shifted by this many pixels
     jitter: float = 0.0  # colour jitter: brightness, contrast, saturation x U[1-j, 1+j]; 0 = off
     rotate: float = 0.0  # random rotation, up to this many degrees either way; 0 = off
+    policy: str = "none"  # augmentation policy: "trivialaugment", "randaugment", "autoaugment"
+    policy_ops: int = 2  # randaugment: ops per image (N)
+    policy_magnitude: int = 9  # randaugment: magnitude bin of 0..30 (M)
+    ricap: float = 0.0  # RICAP Beta(b, b) parameter for the four-image split; 0 = off
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", self.epochs, "must be >= 1")
@@ -111,6 +116,11 @@ class TrainConfig:
                "must be in 0..8 pixels")
         _check(0.0 <= self.jitter < 1.0, "jitter", self.jitter, "must be in [0, 1) (0 = off)")
         _check(0.0 <= self.rotate <= 180.0, "rotate", self.rotate, "must be in 0..180 degrees")
+        _check(self.policy in POLICIES, "policy", self.policy, f"must be one of {POLICIES}")
+        _check(1 <= self.policy_ops <= 4, "policy_ops", self.policy_ops, "must be in 1..4")
+        _check(0 <= self.policy_magnitude <= 30, "policy_magnitude", self.policy_magnitude,
+               "must be a bin in 0..30")
+        _check(0.0 <= self.ricap <= 10.0, "ricap", self.ricap, "must be in 0..10 (0 = off)")
 
     def milestone_fractions(self) -> tuple[float, ...]:
         """`milestones` as numbers: the fractions of the run where the lr is cut."""
