@@ -180,6 +180,7 @@ class Batch(NamedTuple):
     images: torch.Tensor  # float N x C x H x W, normalised
     labels: torch.Tensor  # int64 N: the images' own classes
     targets: torch.Tensor  # int64 N, or float N x 10 class probabilities after mixing
+    positions: torch.Tensor | None = None  # int64 N: the images' places in the split
 
 
 def mix(x: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
@@ -262,9 +263,10 @@ class TrainLoader:
         order = torch.randperm(len(self.images), generator=self.gen, device=self.images.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield self.augment(self.images[idx], self.labels[idx])
+            yield self.augment(self.images[idx], self.labels[idx], idx)
 
-    def augment(self, images: torch.Tensor, labels: torch.Tensor) -> Batch:
+    def augment(self, images: torch.Tensor, labels: torch.Tensor,
+                index: torch.Tensor | None = None) -> Batch:
         cfg = self.cfg
         if cfg.policy != "none":  # on the uint8 image, as PIL's ops are defined
             images = apply_policy(images, cfg.policy, self.gen, ops=cfg.policy_ops,
@@ -285,4 +287,4 @@ class TrainLoader:
             x, targets = mix(x, labels, cfg, self.gen, self.rng)
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)
-        return Batch(x, labels, targets)
+        return Batch(x, labels, targets, index)

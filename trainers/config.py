@@ -20,6 +20,15 @@ def _check(ok: bool, field: str, value: Any, problem: str) -> None:
         raise ConfigError(field, value, problem)
 
 
+def parse_fold(text: str) -> tuple[int, int] | None:
+    """``"2/5"`` as (2, 5): fold 2 (1-based) of 5; None unless 1 <= k <= K and 2 <= K <= 20."""
+    parts = text.split("/")
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        return None
+    k, total = int(parts[0]), int(parts[1])
+    return (k, total) if 2 <= total <= 20 and 1 <= k <= total else None
+
+
 def _milestones(text: str) -> tuple[float, ...] | None:
     """``"0.5,0.75"`` as (0.5, 0.75), or None unless increasing fractions in (0, 1)."""
     try:
@@ -74,6 +83,9 @@ class TrainConfig:
     policy_ops: int = 2  # randaugment: ops per image (N)
     policy_magnitude: int = 9  # randaugment: magnitude bin of 0..30 (M)
     ricap: float = 0.0  # RICAP Beta(b, b) parameter for the four-image split; 0 = off
+    fold: str = ""  # "k/K": hold out fold k of K (stratified) instead of val_size; "" = none
+    kd_alpha: float = 0.9  # distillation (with teachers): weight of the teachers' soft loss
+    kd_temperature: float = 4.0  # distillation: softmax temperature of student and teachers
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", self.epochs, "must be >= 1")
@@ -121,6 +133,15 @@ class TrainConfig:
         _check(0 <= self.policy_magnitude <= 30, "policy_magnitude", self.policy_magnitude,
                "must be a bin in 0..30")
         _check(0.0 <= self.ricap <= 10.0, "ricap", self.ricap, "must be in 0..10 (0 = off)")
+        _check(not self.fold or parse_fold(self.fold) is not None, "fold", self.fold,
+               "must be k/K with 2 <= K <= 20 folds and 1 <= k <= K (such as 1/5)")
+        _check(0.0 <= self.kd_alpha <= 1.0, "kd_alpha", self.kd_alpha, "must be in 0..1")
+        _check(0.5 <= self.kd_temperature <= 20.0, "kd_temperature", self.kd_temperature,
+               "must be in 0.5..20")
+
+    def fold_numbers(self) -> tuple[int, int] | None:
+        """`fold` as (k, K), or None without one."""
+        return parse_fold(self.fold) if self.fold else None
 
     def milestone_fractions(self) -> tuple[float, ...]:
         """`milestones` as numbers: the fractions of the run where the lr is cut."""

@@ -11,6 +11,7 @@ A run folder (``runs/<study>/trial-<N>/``, written by `search promote`) holds::
     summary.json         test accuracy overall and per class, size, time, device
     eval-<data>/         `search evaluate`: evaluation.json and confusion.png
     promote.lock         who trains into the folder (pid, host, start); see `locked`
+    teacher-probs.pt     `promote --teacher-cache`: the teachers' outputs, computed once
 
 and a study's report (``runs/<study>/``) ``pareto.png`` and ``report.md``.
 
@@ -49,6 +50,8 @@ EVAL_PREFIX = "eval-"
 PARETO = "pareto.png"  # a study's report
 REPORT = "report.md"
 LOCK = "promote.lock"
+TEACHER_CACHE = "teacher-probs.pt"
+ENSEMBLES = "ensembles"  # runs/ensembles/<digest>/: an ensemble's evaluations
 
 OUTPUTS = (CONFIG, MODEL, METRICS, CURVES, CONFUSION, SUMMARY)  # what a finished run holds
 CHECKPOINTS = (CHECKPOINT, PREV_CHECKPOINT)
@@ -115,9 +118,12 @@ def _holder(path: Path, wait_s: float = 2.0) -> dict[str, Any]:
 # -- locations ---------------------------------------------------------------------------
 
 
-def trial_dir(runs: Path, study: str, trial: int) -> Path:
-    """Where `search promote` trains trial ``trial`` of ``study`` by default."""
-    return runs / study / f"trial-{trial}"
+def trial_dir(runs: Path, study: str, trial: int, fold: tuple[int, int] | None = None,
+              distilled: bool = False) -> Path:
+    """Where `search promote` trains trial ``trial`` of ``study`` by default
+    (``trial-3``, ``trial-3-fold2of5``, ``trial-3-distilled``)."""
+    name = f"trial-{trial}" + (f"-fold{fold[0]}of{fold[1]}" if fold else "")
+    return runs / study / (name + ("-distilled" if distilled else ""))
 
 
 def folder_of(path: Path) -> Path:
@@ -175,7 +181,8 @@ def write_metrics(folder: Path, history: Sequence[Mapping[str, float]]) -> Path:
 
 def discard(folder: Path) -> list[str]:
     """Remove the checkpoints and outputs of an earlier run; the names removed."""
-    removed = [name for name in CHECKPOINTS + OUTPUTS if (folder / name).exists()]
+    removed = [name for name in CHECKPOINTS + OUTPUTS + (TEACHER_CACHE,)
+               if (folder / name).exists()]
     for name in removed:
         (folder / name).unlink()
     return removed

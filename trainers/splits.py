@@ -60,6 +60,40 @@ def stratified_split(labels: np.ndarray, n_holdout: int,
     return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])
 
 
+def stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """``k`` disjoint, sorted index arrays covering every image, each with the same number
+    of each class (up to one).
+
+    Each class's images are shuffled and dealt to the folds in turn, starting at a
+    random fold per class, so that the uneven remainders fall on different folds.
+    """
+    labels = _check_labels(labels)
+    if not 2 <= k <= len(labels):
+        raise ValueError(f"k must be in 2..{len(labels)} folds, got {k=}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(labels))
+    classes, inverse = np.unique(labels[perm], return_inverse=True)
+    inverse = inverse.reshape(-1)
+    rank = np.empty(len(labels), np.int64)  # each image's place within its class
+    for c in range(len(classes)):
+        members = np.flatnonzero(inverse == c)
+        rank[members] = np.arange(len(members))
+    start = rng.integers(0, k, len(classes))
+    fold_of = np.empty(len(labels), np.int64)
+    fold_of[perm] = (rank + start[inverse]) % k
+    return [np.flatnonzero(fold_of == i) for i in range(k)]
+
+
+def fold_split(labels: np.ndarray, fold: int, k: int, seed: int) -> tuple[np.ndarray,
+                                                                           np.ndarray]:
+    """``(kept, held_out)`` for fold ``fold`` (1-based) of ``k``: held out is that fold."""
+    if not 1 <= fold <= k:
+        raise ValueError(f"fold must be in 1..{k}, got {fold}")
+    folds = stratified_folds(labels, k, seed)
+    held = folds[fold - 1]
+    return np.sort(np.concatenate([f for i, f in enumerate(folds) if i != fold - 1])), held
+
+
 def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """Sorted indices of ``n`` images balanced across classes; ``n=0`` or ``n >= len`` = all."""
     labels = _check_labels(labels)

@@ -34,10 +34,11 @@ from trainers.checkpoint import (
 )
 from trainers.config import TrainConfig
 from trainers.data import CifarData
+from trainers.distill import Teacher, batch_loss
 from trainers.ema import ModelEma
 from trainers.sam import Sam
 from trainers.schedules import lr_factor
-from trainers.splits import stratified_split, stratified_subset
+from trainers.splits import fold_split, stratified_split, stratified_subset
 
 SPLIT_SEED = 0  # every trial of every study validates on the same images
 NAN_CHECK_STEPS_CUDA = 50  # steps between host reads of the divergence flag on CUDA
@@ -92,9 +93,14 @@ class Split:
         """Validation from the training set (stratified, fixed seed), then the subset.
 
         ``val_size = 0`` (a final run): every training image (or the subset) is
-        trained on and the validation tensors are empty.
+        trained on and the validation tensors are empty. With ``fold = "k/K"`` the
+        held-out images are fold k of K instead (stratified, fixed), whatever val_size.
         """
-        kept, held = stratified_split(data.train_labels, cfg.val_size, SPLIT_SEED)
+        fold = cfg.fold_numbers()
+        if fold is not None:
+            kept, held = fold_split(data.train_labels, fold[0], fold[1], SPLIT_SEED)
+        else:
+            kept, held = stratified_split(data.train_labels, cfg.val_size, SPLIT_SEED)
         if cfg.train_subset:
             kept = kept[stratified_subset(data.train_labels[kept], cfg.train_subset, SPLIT_SEED)]
 
@@ -166,6 +172,7 @@ def fit(
     deterministic: bool = False,
     log: Callable[[str], None] = print,
     on_step: StepHook | None = None,
+    teacher: Teacher | None = None,
 ) -> FitResult:
     """Train ``arch`` with ``train_cfg`` on ``data``'s training split.
 
@@ -185,6 +192,8 @@ def fit(
         log: where progress lines ("resuming from epoch 3") go.
         on_step: called after each optimizer step as ``on_step(epoch, step, steps)``
             (for progress bars; it gets no metrics, so the host does not wait).
+        teacher: trained networks to distil (`trainers.distill`): the loss becomes
+            ``kd_loss`` with the recipe's ``kd_alpha`` and ``kd_temperature``.
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
@@ -195,14 +204,15 @@ def fit(
     try:
         return _fit(arch, train_cfg, data, resolve_device(device), report,
                     Path(checkpoint_dir) if checkpoint_dir is not None else None,
-                    checkpoint_every, log, on_step)
+                    checkpoint_every, log, on_step, teacher)
     finally:
         torch.use_deterministic_algorithms(previous)
 
 
 def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.device,
          report: Report | None, ckpt_dir: Path | None, checkpoint_every: int,
-         log: Callable[[str], None], on_step: StepHook | None) -> FitResult:
+         log: Callable[[str], None], on_step: StepHook | None,
+         teacher: Teacher | None) -> FitResult:
     start_time = time.perf_counter()
     _seed_everything(train_cfg.seed)
     model = build_model(arch).to(dev)  # initialised on the CPU: the same weights on any device
@@ -214,6 +224,8 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
     ema = ModelEma(model, train_cfg.ema, train_cfg.ema_warmup) if train_cfg.ema > 0 else None
 
     split = Split.carve(data, train_cfg, dev)
+    if teacher is not None:
+        teacher.prepare(split.train_images, train_cfg, data.digest)
     gen = torch.Generator(device=dev)
     gen.manual_seed(train_cfg.seed)
     host_rng = random.Random(train_cfg.seed)
@@ -259,7 +271,7 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
     for epoch in range(first_epoch, train_cfg.epochs + 1):
         t0 = time.perf_counter()
         train_loss, train_acc = _train_epoch(step_model, loader, optimizer, scheduler, ema,
-                                             train_cfg, epoch, on_step, sam)
+                                             train_cfg, epoch, on_step, sam, teacher)
         train_seconds = time.perf_counter() - t0
         # val_size = 0 (a final run on every training image): nothing to validate on.
         val_loss, val_acc = (math.nan, math.nan) if not len(split.val_labels) else evaluate(
@@ -294,7 +306,8 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
 def _train_epoch(model: nn.Module, loader: TrainLoader, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, ema: ModelEma | None,
                  cfg: TrainConfig, epoch: int,
-                 on_step: StepHook | None = None, sam: Sam | None = None) -> tuple[float, float]:
+                 on_step: StepHook | None = None, sam: Sam | None = None,
+                 teacher: Teacher | None = None) -> tuple[float, float]:
     model.train()
     device = loader.images.device
     loss_sum = torch.zeros((), device=device)
@@ -303,10 +316,10 @@ def _train_epoch(model: nn.Module, loader: TrainLoader, optimizer: torch.optim.O
     check_every = NAN_CHECK_STEPS_CUDA if device.type == "cuda" else 1
     seen = 0
     for step, batch in enumerate(loader, start=1):
+        soft = teacher.soft_targets(batch, cfg.kd_temperature) if teacher is not None else None
         with _autocast(device):
             logits = model(batch.images)
-            loss = F.cross_entropy(logits.float(), batch.targets,
-                                   label_smoothing=cfg.label_smoothing)
+            loss = batch_loss(logits, batch, cfg, soft)
         # Record the first bad step on the device; read it only every few steps.
         bad = ~torch.isfinite(loss.detach())
         first_bad = torch.where(bad & (first_bad < 0), step, first_bad)
@@ -315,10 +328,9 @@ def _train_epoch(model: nn.Module, loader: TrainLoader, optimizer: torch.optim.O
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if sam is not None and sam.due(step):
-            def loss_at(batch: Batch = batch) -> torch.Tensor:
+            def loss_at(batch: Batch = batch, soft: torch.Tensor | None = soft) -> torch.Tensor:
                 with _autocast(device):
-                    return F.cross_entropy(model(batch.images).float(), batch.targets,
-                                           label_smoothing=cfg.label_smoothing)
+                    return batch_loss(model(batch.images), batch, cfg, soft)
             sam.second_pass(loss_at)
         optimizer.step()
         scheduler.step()

@@ -32,12 +32,33 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
     promote.add_argument("--restart", action="store_true",
                          help="discard the run folder's checkpoint and train from scratch")
     promote.add_argument("--out", metavar="DIR", help="run folder (default: runs/STUDY/trial-N)")
+    promote.add_argument("--fold", type=fold_text, metavar="k/K",
+                         help="train on the training images minus fold k of K (stratified, "
+                         "fixed), validate on fold k; K runs form a fold ensemble")
+    kd = promote.add_argument_group(
+        "distillation", "Train the trial's network to match trained runs (the teachers, any "
+        "size) as well as the labels: alpha * T^2 * KL(teachers_T || student_T) + "
+        "(1 - alpha) * cross-entropy.")
+    kd.add_argument("--teacher", action="append", default=[], metavar="RUN",
+                    help="a teacher's run folder (repeat for an ensemble of teachers)")
+    kd.add_argument("--teacher-weights", metavar="W1,W2,...",
+                    help="each teacher's weight in their mean (default: equal)")
+    kd.add_argument("--kd-temperature", type=float, metavar="T",
+                    help="softmax temperature (default: the recipe's kd_temperature, 4)")
+    kd.add_argument("--kd-alpha", type=float, metavar="A",
+                    help="weight of the teachers' term (default: the recipe's kd_alpha, 0.9)")
+    kd.add_argument("--teacher-cache", action="store_true",
+                    help="compute the teachers' outputs once, for the un-augmented training "
+                    "images, instead of on every augmented batch (not with mixup, CutMix or "
+                    "RICAP)")
     promote.set_defaults(func=cmd_promote)
 
     evaluate = _model_command(
         sub, "evaluate", cmd_evaluate, "test accuracy, per class, and a confusion matrix PNG",
         "Evaluate a run folder, its model.pt or a checkpoint on a data set's test split: "
-        "accuracy, per-class accuracy, and confusion.png plus evaluation.json in --out.")
+        "accuracy, per-class accuracy, and confusion.png plus evaluation.json in --out. "
+        "Several: each one's accuracy and their ensemble's (in runs/ensembles/DIGEST/ "
+        "unless --out), with the ensemble's parameters against the budget.")
     evaluate.add_argument("--data", metavar="PATH",
                           help="labelled CIFAR-10 data (default: the run's own data set)")
     evaluate.add_argument("--out", metavar="DIR",
@@ -45,7 +66,8 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
     predict = _model_command(
         sub, "predict", cmd_predict, "predict labels for unlabelled images as ID,Labels CSV",
         "Predict the classes of unlabelled images: a pickle dict with b'data' "
-        "(N x 32 x 32 x 3 uint8) and b'ids', or a folder of 32x32 images (ids: file names).")
+        "(N x 32 x 32 x 3 uint8) and b'ids', or a folder of 32x32 images (ids: file names). "
+        "Several models: the labels of their ensemble.")
     predict.add_argument("--input", required=True, metavar="FILE",
                          help="course-format pickle or image folder")
     predict.add_argument("--out", default="submission.csv", metavar="CSV",
@@ -63,12 +85,26 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
     report.set_defaults(func=cmd_report)
 
 
+def fold_text(text: str) -> str:
+    """``--fold k/K``, checked (argparse turns the ValueError into a usage error)."""
+    from trainers.config import parse_fold
+
+    fold = parse_fold(text)
+    if fold is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: must be k/K with 2 <= K <= 20 folds and 1 <= k <= K (such as 1/5)")
+    return f"{fold[0]}/{fold[1]}"
+
+
 def _model_command(sub: argparse._SubParsersAction, name: str, func: object, text: str,
                    description: str) -> argparse.ArgumentParser:
     """A command on a trained model (evaluate, predict): the model, and where it runs."""
     parser: argparse.ArgumentParser = sub.add_parser(name, help=text, description=description)
-    parser.add_argument("model", metavar="RUN_OR_CKPT",
-                        help="run folder, model.pt (config.json beside it) or checkpoint.pt")
+    parser.add_argument("model", metavar="RUN_OR_CKPT", nargs="+",
+                        help="run folder, model.pt (config.json beside it) or checkpoint.pt; "
+                        "several: their ensemble (the mean of their softmax outputs)")
+    parser.add_argument("--weights", metavar="W1,W2,...",
+                        help="ensemble: each model's weight in the mean (default: equal)")
     parser.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda if present")
     parser.set_defaults(func=func)
     return parser
@@ -80,21 +116,24 @@ def cmd_promote(args: argparse.Namespace, out: TextIO) -> int:
     return promote(PromoteOptions(
         trial=args.trial, study=args.study, storage=args.storage, study_name=args.study_name,
         epochs=args.epochs, data=args.data, device=args.device, ray_address=args.ray_address,
-        restart=args.restart, out=args.out,
+        restart=args.restart, out=args.out, teachers=tuple(args.teacher),
+        teacher_weights=args.teacher_weights, teacher_cache=args.teacher_cache, fold=args.fold,
+        kd_alpha=args.kd_alpha, kd_temperature=args.kd_temperature,
     ), out)
 
 
 def cmd_evaluate(args: argparse.Namespace, out: TextIO) -> int:
     from search.results.evaluate import evaluate_run, print_evaluation
 
-    print_evaluation(evaluate_run(args.model, args.data, args.out, args.device, out), out)
+    print_evaluation(evaluate_run(args.model, args.data, args.out, args.device, out,
+                                  weights=args.weights), out)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
     from search.results.evaluate import predict_file
 
-    predict_file(args.model, args.input, args.out, args.device, out)
+    predict_file(args.model, args.input, args.out, args.device, out, weights=args.weights)
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import math
 import sys
 import time
@@ -30,16 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import optuna
-
 from search import record
 from search.args import os_reason
+from search.results.ensemble import teacher_scores, teachers_for_run, validation_leak
+from search.results.trial_configs import PromoteError, final_recipe, find_trial, trial_configs
 from search.storage import RUNS_DIR, mask_url
 from trainers import rundir
-
-
-class PromoteError(ValueError):
-    """Bad input to `search promote` (printed as one line, exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +49,12 @@ class PromoteOptions:
     ray_address: str | None = None  # train as a Ray task on this cluster ("local": start one)
     restart: bool = False  # discard the run folder's checkpoints first
     out: str | None = None  # run folder; default runs/<study>/trial-<N>
+    teachers: tuple[str, ...] = ()  # run folders to distil (`trainers.distill`)
+    teacher_weights: str | None = None  # "2,1": each teacher's weight; default equal
+    teacher_cache: bool = False  # the teachers' outputs once, for the un-augmented images
+    fold: str | None = None  # "k/K": train without fold k of K, validate on it
+    kd_alpha: float | None = None  # default: the [final] recipe's
+    kd_temperature: float | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,10 @@ class PromoteJob:
     trial: int
     storage: str  # masked
     tty: bool
+    budget: int = 0  # the study's parameter budget, recorded in config.json
+    teachers: tuple[str, ...] = ()
+    teacher_weights: str | None = None
+    teacher_cache: bool = False
 
 
 def promote(opts: PromoteOptions, out: TextIO = sys.stdout) -> int:
@@ -83,8 +88,16 @@ def promote(opts: PromoteOptions, out: TextIO = sys.stdout) -> int:
     study = load_study(url, name)
     trial = find_trial(study, opts.trial)
     arch, train, notes = trial_configs(spec, trial)
-    final = final_recipe(spec, train, opts.epochs)
-    run_dir = Path(opts.out) if opts.out else rundir.trial_dir(RUNS_DIR, name, trial.number)
+    final = final_recipe(spec, train, opts.epochs, fold=opts.fold, kd_alpha=opts.kd_alpha,
+                         kd_temperature=opts.kd_temperature)
+    if opts.teacher_cache and not opts.teachers:
+        raise PromoteError("--teacher-cache: there is no --teacher to cache")
+    if opts.teacher_cache and (final.mixup or final.cutmix or final.ricap):
+        raise PromoteError("--teacher-cache: the recipe mixes images (mixup, CutMix or RICAP), "
+                           "and cached teacher outputs are of whole images; drop the option "
+                           "to run the teachers on every batch")
+    run_dir = Path(opts.out) if opts.out else rundir.trial_dir(
+        RUNS_DIR, name, trial.number, final.fold_numbers(), distilled=bool(opts.teachers))
     data = find_data(opts.data, recorded=record.str_attr(trial, record.DATA_SOURCE))
     for note in notes:
         print(f"note     {note}", file=out)
@@ -95,11 +108,18 @@ def promote(opts: PromoteOptions, out: TextIO = sys.stdout) -> int:
     print(f"arch     {arch.describe()}", file=out)
     print(f"recipe   {final.epochs} epochs, {final.optimizer} lr {final.lr:g}, batch "
           f"{final.batch_size}, {'all' if not final.train_subset else final.train_subset} "
-          f"training images{'' if final.val_size else ', no validation split'}", file=out)
+          f"training images{'' if final.val_size or final.fold else ', no validation split'}"
+          f"{f', fold {final.fold} held out' if final.fold else ''}", file=out)
+    if opts.teachers:
+        print(f"teachers {len(opts.teachers)} run(s), alpha {final.kd_alpha:g}, temperature "
+              f"{final.kd_temperature:g}{', outputs cached' if opts.teacher_cache else ''}",
+              file=out)
     print(f"output   {run_dir}", file=out, flush=True)
     job = PromoteJob(arch=arch.to_dict(), train=final.to_dict(), data=data,
                      run_dir=str(run_dir.resolve()), device=opts.device, study=name,
-                     trial=trial.number, storage=mask_url(url), tty=out.isatty())
+                     trial=trial.number, storage=mask_url(url), tty=out.isatty(),
+                     budget=spec.budget, teachers=tuple(opts.teachers),
+                     teacher_weights=opts.teacher_weights, teacher_cache=opts.teacher_cache)
     try:
         # One promote per run folder: a second one would train beside it and both
         # would overwrite each other's checkpoints and outputs.
@@ -145,72 +165,6 @@ def write_failure(run_dir: Path, err: OSError) -> str:
     return f"{run_dir}: cannot write the run folder: {why}{hint}"
 
 
-def find_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
-    """Trial ``number``, which must be COMPLETE."""
-    trials = study.get_trials(deepcopy=False)
-    match = [t for t in trials if t.number == number]
-    if not match:
-        span = f"0..{len(trials) - 1}" if trials else "none yet"
-        raise PromoteError(f"study {study.study_name!r} has no trial {number} "
-                           f"(trials: {span})")
-    trial = match[0]
-    if record.outcome(trial) != "complete":
-        why = record.reason(trial) or (f"stopped after epoch {max(trial.intermediate_values)}"
-                                       if trial.intermediate_values else "")
-        raise PromoteError(f"trial {number} is {trial.state.name}"
-                           f"{f' ({why})' if why else ''}, not COMPLETE: only complete "
-                           "trials can be promoted (see `search best`)")
-    return trial
-
-
-def trial_configs(spec: Any, trial: optuna.trial.FrozenTrial) -> tuple[Any, Any, list[str]]:
-    """The trial's (ArchConfig, TrainConfig), rebuilt from its parameters by the space.
-
-    Where the study file has changed since the trial ran, the configs the trial
-    recorded win, with a note saying so.
-    """
-    from models import ArchConfig, ConfigError
-    from trainers import TrainConfig
-
-    stored: dict[str, Any] = {}
-    for key, cls in ((record.ARCH, ArchConfig), (record.TRAIN, TrainConfig)):
-        try:
-            raw = trial.user_attrs.get(key)
-            stored[key] = cls.from_dict(json.loads(raw)) if isinstance(raw, str) else None
-        except (ConfigError, ValueError):  # an older or hand-edited record: rebuild instead
-            stored[key] = None
-    try:
-        fixed = optuna.trial.FixedTrial(dict(trial.params))
-        rebuilt = {record.ARCH: spec.sample_arch(fixed), record.TRAIN: spec.sample_train(fixed)}
-    except (ValueError, ConfigError) as err:
-        if stored[record.ARCH] is None or stored[record.TRAIN] is None:
-            raise PromoteError(f"trial {trial.number}'s parameters do not fit {spec.source} "
-                               f"({err}) and the trial recorded no configs") from None
-        return stored[record.ARCH], stored[record.TRAIN], [
-            f"trial {trial.number}'s parameters no longer fit {spec.source}; "
-            "using the configs the trial recorded"]
-    notes = []
-    for key, what in ((record.ARCH, "architecture"), (record.TRAIN, "recipe")):
-        if stored[key] is not None and stored[key] != rebuilt[key]:
-            notes.append(f"{spec.source} changed since trial {trial.number} ran; using the "
-                         f"{what} the trial recorded")
-            rebuilt[key] = stored[key]
-    return rebuilt[record.ARCH], rebuilt[record.TRAIN], notes
-
-
-def final_recipe(spec: Any, train: Any, epochs: int | None) -> Any:
-    """The study's full-training recipe for ``train``, with ``epochs`` if given."""
-    from models import ConfigError
-
-    try:
-        final = spec.final_train(train)
-        if epochs is not None:
-            final = dataclasses.replace(final, epochs=epochs)
-    except ConfigError as err:
-        raise PromoteError(f"the full recipe is invalid: {err}") from None
-    return final
-
-
 def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
     """Train (or resume) the run and write every output file; the summary.
 
@@ -224,6 +178,7 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
     from search.results.progress import EpochProgress
     from trainers import TrainConfig, fit, load_cifar10
     from trainers.checkpoint import CheckpointError, code_version, load_latest
+    from trainers.distill import TeacherCacheError
     from trainers.inference import class_report, predict_logits, save_model
     from trainers.training import check_same_run, resolve_device
 
@@ -246,11 +201,19 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
               "train, only the outputs are written again (--restart trains anew)", file=out)
     data = load_cifar10(job.data, progress=lambda m: print(f"data     {m}", file=out, flush=True))
     device = resolve_device(job.device)
+    teacher, teachers, weights = teachers_for_run(
+        job.teachers, job.teacher_weights, job.teacher_cache, data.digest, device, run_dir,
+        resuming=previous is not None)
+    if (leak := validation_leak(teachers, cfg)) is not None:
+        print(f"note     {leak}", file=out)
     rundir.write_config(run_dir, {
         "study": job.study, "trial": job.trial, "storage": job.storage,
         "arch": arch.to_dict(), "train": cfg.to_dict(), "seed": cfg.seed,
         "code_version": code_version(), "data_source": data.source,
         "data_digest": data.digest, "device": str(device), "torch": torch.__version__,
+        "budget": job.budget, "fold": cfg.fold or None,
+        "teachers": [{**m.describe(), "weight": w} for m, w in zip(teachers, weights,
+                                                                    strict=True)],
     })
     progress = EpochProgress(cfg.epochs, out, tty=job.tty)
 
@@ -271,8 +234,8 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
         # uninterrupted one; CUDA's would cost speed, so there it is only close.
         result = fit(arch, cfg, data, device=device, report=report,
                      checkpoint_dir=run_dir, deterministic=device.type == "cpu", log=say,
-                     on_step=progress.step)
-    except CheckpointError as err:
+                     on_step=progress.step, teacher=teacher)
+    except (CheckpointError, TeacherCacheError) as err:
         raise PromoteError(f"{err}; pass --restart to discard it and train from scratch") \
             from None
     except KeyboardInterrupt:
@@ -305,7 +268,12 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
         "seconds_per_epoch": train_seconds / max(1, len(result.history)),
         "wall_seconds_this_command": time.perf_counter() - started,
         "device": result.device, "tta_flip": cfg.tta_flip, "code_version": code_version(),
+        "fold": cfg.fold or None,
     }
+    if teachers:
+        summary["distillation"] = {"alpha": cfg.kd_alpha, "temperature": cfg.kd_temperature,
+                                   "cached": job.teacher_cache}
+        summary.update(teacher_scores(teachers, weights, data.test_images, data.test_labels))
     rundir.write_summary(run_dir, summary)
     return summary
 
