@@ -24,6 +24,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 N_PARAMS = "n_params"  # trainable parameters of the trial's architecture
 REJECTED_REASON = "rejected_reason"  # set on a proposal over the budget (pruned, untrained)
+REJECTED_BUDGET = "rejected_budget"  # which budget it broke: parameters, flops, latency_ms, ...
+COSTS = "costs"  # every budget's cost, as far as measured (latency, memory: measured ones)
 FLOPS = "flops"  # forward FLOPs at 32x32
 ARCH = "arch"  # ArchConfig as JSON
 ARCH_SUMMARY = "arch_summary"  # ArchConfig.describe()
@@ -75,14 +77,31 @@ def candidate_attrs(candidate: Any, *, device: str, host: str, worker: int, pid:
     """What a trial records about itself once its candidate fits the budget."""
     return {
         N_PARAMS: candidate.n_params, FLOPS: candidate.flops, ARCH: candidate.arch.to_json(),
+        **({COSTS: dict(candidate.costs)} if getattr(candidate, "costs", None) else {}),
         ARCH_SUMMARY: candidate.arch.describe(), TRAIN: candidate.train.to_json(),
         DEVICE: device, HOST: host, WORKER: worker, PID: pid, DATA_SOURCE: data_source,
     }
 
 
 def rejected_attrs(err: Any) -> dict[str, Any]:
-    """What a proposal over the budget (`space.OverBudget`) records: its size, and why."""
-    return {N_PARAMS: err.n_params, REJECTED_REASON: str(err)}
+    """What a proposal over a budget (`space.OverBudget`) records: its size, which budget
+    it broke and why, and its costs as far as they were taken."""
+    return {N_PARAMS: err.n_params, REJECTED_REASON: str(err),
+            REJECTED_BUDGET: getattr(err, "name", "parameters"),
+            COSTS: dict(getattr(err, "costs", {}))}
+
+
+def write_constraints(trial: Any, budgets: Iterable[Any], costs: Mapping[str, float]) -> None:
+    """Each costed budget as an Optuna constraint (`trial.set_constraint`, Optuna >= 5:
+    the relative excess over the limit, <= 0 within), so that constraint-aware samplers,
+    `study.best_trial` and the dashboard see which trials are feasible."""
+    if not hasattr(trial, "set_constraint"):
+        return
+    from space.budgets import excess
+
+    for budget in budgets:
+        if budget.name in costs:
+            trial.set_constraint(budget.name, excess(budget, costs[budget.name]))
 
 
 def write_attrs(trial: Any, attrs: Mapping[str, Any]) -> None:

@@ -169,7 +169,7 @@ def _run_search(opts: RunOptions, out: TextIO) -> int:
     name = opts.study_name or spec.name
     url = resolve_storage_url(opts.storage, name)
     data_path = find_data(opts.data)
-    print(f"study    {name} ({spec.source}), budget {spec.budget:,} parameters", file=out)
+    print(f"study    {name} ({spec.source}), budget {spec.limits.describe()}", file=out)
     print(f"store    {mask_url(url)}", file=out)
     # Decode the data once here, so that the workers all read the cache.
     data = load_cifar10(data_path, progress=lambda m: print(f"data     {m}", file=out, flush=True))

@@ -100,7 +100,7 @@ def print_space(spec: StudySpec, out: TextIO) -> None:
     print(f"study    {spec.name}  ({spec.source})", file=out)
     if spec.description:
         print(f"         {spec.description}", file=out)
-    print(f"budget   {spec.budget:,} parameters", file=out)
+    print(f"budget   {spec.limits.describe()}", file=out)
     print(f"sampler  {_options(spec.sampler)}", file=out)
     print(f"pruner   {_options(spec.pruner)}", file=out)
     print(file=out)

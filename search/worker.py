@@ -102,10 +102,12 @@ class Objective:
     """Samples a candidate, trains it, reports each epoch to the pruner."""
 
     def __init__(self, cfg: WorkerConfig, spec: Any, data: Any,
-                 on_start: Callable[[], None] = lambda: None) -> None:
+                 on_start: Callable[[], None] = lambda: None,
+                 budgets: list[Any] | None = None) -> None:
         from trainers.protocol import default_trainer
 
         self.cfg, self.spec, self.data = cfg, spec, data
+        self.budgets = budgets if budgets is not None else spec.budgets()
         self.trainer: Trainer = cfg.trainer or default_trainer()
         self.host = socket.gethostname()
         self.on_start = on_start  # called once the trial exists in the store
@@ -138,10 +140,12 @@ class Objective:
         from space import OverBudget
 
         try:
-            candidate = self.spec.sample(trial)
+            candidate = self.spec.sample(trial, self.budgets)
         except OverBudget as err:  # pruned before anything trains
             record.write_attrs(trial, record.rejected_attrs(err))
+            record.write_constraints(trial, self.budgets, err.costs)
             raise
+        record.write_constraints(trial, self.budgets, candidate.costs)
         device = self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         record.write_attrs(trial, record.candidate_attrs(
             candidate, device=torch.cuda.get_device_name() if device == "cuda" else device,
@@ -175,6 +179,12 @@ class Objective:
         return log_place(self.cfg, self.host)
 
 
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def log_file(cfg: WorkerConfig) -> Path:
     return Path(cfg.log_dir or ".") / f"worker-{cfg.worker}.log"
 
@@ -195,7 +205,8 @@ def run_worker(cfg: WorkerConfig) -> int:
         TrainerBug: `MAX_BUGS` trials in a row failed with a bug.
     """
     from search.storage import StartLock, open_storage
-    from space import load_spec, make_pruner, make_sampler
+    from space import SpecError, load_spec, make_pruner, make_sampler
+    from space.budgets import make_budgets
     from trainers import load_cifar10
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # failures with their tracebacks
@@ -205,6 +216,11 @@ def run_worker(cfg: WorkerConfig) -> int:
 
         torch.set_num_threads(cfg.cpu_threads)
     spec = load_spec(cfg.study)
+    try:
+        device = cfg.device or ("cuda" if _cuda() else "cpu")
+        budgets, meters = make_budgets(spec.limits, device)
+    except ValueError as err:
+        raise SpecError(f"{spec.source}: study: {err}") from None
     data = load_cifar10(cfg.data)
     storage = open_storage(cfg.storage_url)
     base_seed = cfg.seed if cfg.seed is not None else spec.sampler.get("seed")
@@ -212,9 +228,12 @@ def run_worker(cfg: WorkerConfig) -> int:
         base_seed, cfg.worker, len(storage.get_all_trials(
             storage.get_study_id_from_name(cfg.study_name), deepcopy=False)))
     study = optuna.load_study(study_name=cfg.study_name, storage=storage,
-                              sampler=make_sampler(spec, seed=seed), pruner=make_pruner(spec))
+                              sampler=make_sampler(spec, seed=seed, budgets=budgets),
+                              pruner=make_pruner(spec))
+    for meter in meters:  # measured latency and memory: once per architecture, in the store
+        meter.bind(study)
     lock = StartLock(cfg.storage_url, cfg.study_name)
-    objective = Objective(cfg, spec, data, on_start=lock.release)
+    objective = Objective(cfg, spec, data, on_start=lock.release, budgets=budgets)
     deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
     parent = os.getppid()
     ran = bugs = 0

@@ -97,12 +97,16 @@ class BudgetAwareSampler(BaseSampler):
     Redraws happen in `sample_relative`, which Optuna calls before a trial's first
     sampled parameter. Up to ``max_draws`` proposals are drawn; the first within
     the budget is served to the trial (relative parameters from `sample_relative`,
-    the rest from `sample_independent`). If none fits, the last one is served and
-    the space rejects it as usual. Enqueued parameters are honoured.
+    the rest from `sample_independent`). A model-based base sampler can settle on a
+    region where nothing fits (it never sees the redrawn proposals): then up to
+    ``max_draws`` random proposals follow, and the first that fits is served. Only
+    if none of those fits either is the last one served, and the space rejects it
+    as usual. Enqueued parameters are honoured.
 
     Attributes:
         draws: proposals drawn so far, in this process.
         served: trials served so far.
+        fallbacks: trials served a random proposal because the base sampler's did not fit.
         exhausted: trials for which no proposal fitted.
         exhausted_in_a_row: the latest trials for which none fitted (a space where
             hardly anything fits the budget: the search should stop, not prune on).
@@ -117,8 +121,12 @@ class BudgetAwareSampler(BaseSampler):
         self._budgets = tuple(budgets)
         self._max_draws = max_draws
         self._pending: dict[int, dict[str, Any]] = {}
+        # TPE's own random sampler when it has one: seeded with the study's seed.
+        self._random: BaseSampler = (getattr(base, "_random_sampler", None)
+                                     or optuna.samplers.RandomSampler())
         self.draws = 0
         self.served = 0
+        self.fallbacks = 0
         self.exhausted = 0
         self.exhausted_in_a_row = 0
 
@@ -135,20 +143,33 @@ class BudgetAwareSampler(BaseSampler):
 
     def sample_relative(self, study: Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        for _ in range(self._max_draws):
-            relative = self._base.sample_relative(study, trial, search_space)
-            proposal = _Proposal(study, trial, self._base, relative, search_space)
-            arch = self._propose(proposal)
-            self.draws += 1
-            if all(budget.fits(arch) for budget in self._budgets):
-                self.exhausted_in_a_row = 0
-                break
-        else:
+        relative, proposal = self._draw(study, trial, search_space, self._base)
+        if proposal is None:  # nothing the base sampler proposed fits: random proposals
+            relative, proposal = self._draw(study, trial, search_space, self._random)
+            self.fallbacks += proposal is not None
+        if proposal is None:
             self.exhausted += 1
             self.exhausted_in_a_row += 1
+        else:
+            self.exhausted_in_a_row = 0
         self.served += 1
-        self._pending[trial.number] = proposal.params
+        self._pending[trial.number] = self._last.params if proposal is None else proposal.params
         return relative
+
+    def _draw(self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution],
+              sampler: BaseSampler) -> tuple[dict[str, Any], _Proposal | None]:
+        """Up to ``max_draws`` proposals of ``sampler``: the relative parameters and the
+        first that fits every budget (None if none did; `_last` is the last drawn)."""
+        relative: dict[str, Any] = {}
+        for _ in range(self._max_draws):
+            relative = sampler.sample_relative(study, trial, search_space)
+            proposal = _Proposal(study, trial, sampler, relative, search_space)
+            arch = self._propose(proposal)
+            self.draws += 1
+            self._last = proposal
+            if all(budget.fits(arch) for budget in self._budgets):
+                return relative, proposal
+        return relative, None
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:

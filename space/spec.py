@@ -22,6 +22,7 @@ from models.config import ArchConfig
 from models.counting import count_flops, count_params
 from models.validate import ConfigError, field_types
 from space.archspace import LATER_KEYS, MAX_STAGES, ArchSpace, arch_keys, parse_arch
+from space.budgets import Limits, make_budgets
 from space.dims import Dim, SpecError, Suggester, config_check, parse_dim
 from space.factory import build_pruner, build_sampler
 from space.options import PRUNER_OPTIONS, SAMPLER_OPTIONS, Option, read_options
@@ -44,12 +45,26 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class OverBudget(optuna.TrialPruned):
-    """A proposal over the parameter budget: pruned before any training."""
+    """A proposal over one of the study's budgets: pruned before any training.
 
-    def __init__(self, n_params: int, budget: int) -> None:
-        self.n_params = n_params
-        self.budget = budget
-        super().__init__(f"{n_params:,} parameters > budget {budget:,}")
+    ``name`` is the budget it broke (`space.budgets.BUDGET_NAMES`), ``cost`` its cost
+    there, ``costs`` every cost known when it was rejected.
+    """
+
+    def __init__(self, n_params: int, budget: float, name: str = "parameters",
+                 cost: float | None = None, costs: dict[str, float] | None = None) -> None:
+        self.n_params, self.budget, self.name = n_params, budget, name
+        self.cost = float(n_params if cost is None else cost)
+        self.costs = dict(costs or {name: self.cost})
+        if name == "parameters":
+            text = f"{n_params:,} parameters > budget {int(budget):,}"
+        elif name == "flops":
+            text = f"{self.cost:,.0f} FLOPs > flops_budget {budget:,.0f}"
+        elif name == "latency_ms":
+            text = f"latency {self.cost:.2f} ms > latency_budget_ms {budget:g}"
+        else:
+            text = f"training memory {self.cost:,.0f} MB > memory_budget_mb {budget:g}"
+        super().__init__(text)
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,7 @@ class Candidate:
     arch: ArchConfig
     train: TrainConfig
     n_params: int
+    costs: dict[str, float] = field(default_factory=dict)  # every budget's cost
 
     @property
     def flops(self) -> int:
@@ -79,6 +95,11 @@ class StudySpec:
     sampler: dict[str, Any]  # "type" and options, see space.options
     pruner: dict[str, Any]
     n_trials: int = 100  # default length of `search run`, in finished trials
+    flops_budget: int | None = None  # forward FLOPs at 32x32, inclusive
+    latency_budget_ms: float | None = None  # measured forward latency (space.budgets)
+    latency_batch: int = 64
+    memory_budget_mb: float | None = None  # measured peak training memory on CUDA
+    memory_batch: int = 512
     max_stages: int = field(init=False)
     arch_space: ArchSpace = field(init=False, repr=False, compare=False)
 
@@ -86,9 +107,19 @@ class StudySpec:
         object.__setattr__(self, "max_stages", max(self.arch["stages"].values()))
         object.__setattr__(self, "arch_space", ArchSpace(self.arch))
 
-    def budgets(self) -> list[Budget]:
-        """What an architecture must stay within: the parameter budget."""
-        return [Budget("parameters", count_params, self.budget)]
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.budget, self.flops_budget, self.latency_budget_ms,
+                      self.latency_batch, self.memory_budget_mb, self.memory_batch)
+
+    def budgets(self, device: str | None = None) -> list[Budget]:
+        """What an architecture must stay within, cheapest first: the counted budgets
+        (parameters, FLOPs), and with a ``device`` the measured ones too (latency, memory;
+        `space.budgets.make_budgets` gives their meters, to bind to a store)."""
+        if device is None:
+            return make_budgets(dataclasses.replace(self.limits, latency_ms=None,
+                                                    memory_mb=None))[0]
+        return make_budgets(self.limits, device)[0]
 
     def fingerprint(self) -> str:
         """A short hash of what a trial may draw: the ``[arch]`` and ``[train]`` spaces
@@ -110,8 +141,14 @@ class StudySpec:
         defaults = {row.key: row.default for row in arch_keys()[3]}
         arch = {key: dim for key, dim in self.arch.items()  # see LATER_KEYS
                 if not (key in LATER_KEYS and dim.fixed and dim.value == defaults[key])}
+        limits = {key: getattr(self, key) for key in ("flops_budget", "latency_budget_ms",
+                                                      "memory_budget_mb") if getattr(self, key)}
+        if self.latency_budget_ms:
+            limits["latency_batch"] = self.latency_batch
+        if self.memory_budget_mb:
+            limits["memory_batch"] = self.memory_batch
         text = json.dumps({"arch": canonical(arch), "train": canonical(self.train),
-                           "budget": self.budget}, sort_keys=True, default=repr)
+                           "budget": self.budget, **limits}, sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     # -- sampling -------------------------------------------------------------
@@ -124,20 +161,28 @@ class StudySpec:
         """Draw a recipe for a search trial."""
         return TrainConfig(**{key: dim.suggest(trial, key) for key, dim in self.train.items()})
 
-    def sample(self, trial: Any) -> Candidate:
+    def sample(self, trial: Any, budgets: list[Budget] | None = None) -> Candidate:
         """Draw a candidate for ``trial`` (an `optuna.Trial` or `FixedTrial`).
 
         Writes nothing on the trial: what a search records is `search.record`'s.
 
+        Args:
+            budgets: what it must stay within (default: the counted `budgets`); checked
+                in order, so a measured budget is measured only for what passed the
+                counted ones.
+
         Raises:
-            OverBudget: the architecture has more parameters than the budget (its
-                ``n_params`` says how many); no recipe is drawn.
+            OverBudget: the architecture is over one of the budgets (it says which, and
+                ``n_params``); no recipe is drawn.
         """
         arch = self.sample_arch(trial)
         n_params = count_params(arch)
-        if n_params > self.budget:
-            raise OverBudget(n_params, self.budget)
-        return Candidate(arch, self.sample_train(trial), n_params)
+        costs: dict[str, float] = {}
+        for budget in budgets if budgets is not None else self.budgets():
+            costs[budget.name] = cost = float(budget.cost(arch))
+            if cost > budget.limit:
+                raise OverBudget(n_params, budget.limit, budget.name, cost, costs)
+        return Candidate(arch, self.sample_train(trial), n_params, costs)
 
     def final_train(self, train: TrainConfig) -> TrainConfig:
         """The full-training recipe for a trial's recipe (`search promote`)."""
@@ -160,15 +205,16 @@ class StudySpec:
         return rows
 
 
-def make_sampler(spec: StudySpec, *, seed: int | None = None,
-                 budget_aware: bool | None = None) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: StudySpec, *, seed: int | None = None, budget_aware: bool | None = None,
+                 budgets: list[Budget] | None = None) -> optuna.samplers.BaseSampler:
     """The sampler the study file names; ``seed`` overrides the file's seed.
 
     ``budget_aware`` (default: the file's, else true) wraps it in a
     `space.sampler.BudgetAwareSampler` that proposes with `StudySpec.sample_arch`
     and redraws what is over `StudySpec.budgets`.
     """
-    return build_sampler(spec.sampler, propose=spec.sample_arch, budgets=spec.budgets(),
+    return build_sampler(spec.sampler, propose=spec.sample_arch,
+                         budgets=budgets if budgets is not None else spec.budgets(),
                          seed=seed, budget_aware=budget_aware)
 
 
@@ -276,6 +322,8 @@ def parse_spec(raw: dict[str, Any], *, where: str, default_name: str) -> StudySp
         name=name, source=where, budget=study.get("budget", DEFAULT_BUDGET),
         description=study.get("description", ""), arch=arch, train=train, final=final,
         sampler=sampler, pruner=pruner, n_trials=study.get("n_trials", 100),
+        **{key: study[key] for key in ("flops_budget", "latency_budget_ms", "latency_batch",
+                                       "memory_budget_mb", "memory_batch") if key in study},
     )
     _check_sampler(where, sampler)
     _check_pruner(where, pruner)
@@ -308,6 +356,11 @@ STUDY_OPTIONS: dict[str, Option] = {
     "description": Option(str),
     "budget": Option(int, lambda v: v > 0, "must be > 0"),
     "n_trials": Option(int, lambda v: v > 0, "must be > 0"),
+    "flops_budget": Option(int, lambda v: v > 0, "must be > 0 (forward FLOPs at 32x32)"),
+    "latency_budget_ms": Option(float, lambda v: v > 0, "must be > 0 milliseconds"),
+    "latency_batch": Option(int, lambda v: 1 <= v <= 4096, "must be in 1..4096 images"),
+    "memory_budget_mb": Option(float, lambda v: v > 0, "must be > 0 MB"),
+    "memory_batch": Option(int, lambda v: 1 <= v <= 65536, "must be in 1..65536 images"),
 }
 
 
