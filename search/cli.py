@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-space-change", action="store_true",
                      help="run although the study file's space or budget differs from the one "
                      "the study was started with (its trials then mix both)")
+    run.add_argument("--warm-start", type=warm_start, metavar="STUDY[:K]",
+                     help="queue the best K (default 5) trials of another study in the same "
+                     "store first, where they fit this space and budget")
     run.add_argument("--trainer", default=None, help=argparse.SUPPRESS)  # benchmarks, tests
     run.set_defaults(func=cmd_run)
 
@@ -127,6 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def warm_start(text: str) -> tuple[str, int]:
+    """``--warm-start STUDY[:K]`` as (STUDY, K); K in 1..100, default 5."""
+    name, _, count = text.partition(":")
+    if not name or (count and not count.isdigit()) or not 1 <= int(count or 5) <= 100:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: must be STUDY or STUDY:K with K in 1..100 (such as old-study:10)")
+    return name, int(count or 5)
+
+
 def executor_names() -> tuple[str, ...]:
     from search.executors import EXECUTORS
 
@@ -147,7 +159,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         gpus_per_trial=args.gpus_per_trial, executor=args.executor,
         ray_address=args.ray_address, data=args.data, device=args.device, seed=args.seed,
         baselines=not args.no_baselines, trainer=trainer,
-        allow_space_change=args.allow_space_change,
+        allow_space_change=args.allow_space_change, warm_start=args.warm_start,
     ), out)
 
 

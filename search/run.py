@@ -51,6 +51,7 @@ class RunOptions:
     trainer: Trainer | None = None  # None: trainers.fit; tests and benchmarks pass stubs
     log_dir: str | None = None  # tracebacks of bugs; default runs/<study>/logs
     allow_space_change: bool = False  # run although the study began with another space
+    warm_start: tuple[str, int] | None = None  # (study in the same store, its top K) to queue
 
 
 class Terminated(KeyboardInterrupt):
@@ -139,6 +140,51 @@ def enqueue_baselines(study: optuna.Study, spec: object, out: TextIO) -> list[st
     return queued
 
 
+WARM_START = "warm_start"  # user attribute: "<study>#<trial>" a queued trial came from
+
+
+def enqueue_warm_start(study: optuna.Study, spec: object, storage: Any, other: str, k: int,
+                       out: TextIO) -> list[int]:
+    """Queue the top ``k`` complete trials of study ``other`` (same store) whose
+    architecture and recipe fit this space and budget; the trial numbers queued.
+
+    Raises:
+        UsageError: there is no study ``other`` in the store.
+    """
+    import json
+
+    from models import ArchConfig, ConfigError, count_params
+    from space import StudySpec
+
+    assert isinstance(spec, StudySpec)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if other not in names:
+        raise UsageError(f"--warm-start {other}: no such study in this store (studies: "
+                         f"{', '.join(sorted(names)) or 'none'})")
+    source = optuna.load_study(study_name=other, storage=storage)
+    queued, skipped = [], []
+    for trial in record.best(source.get_trials(deepcopy=False), k):
+        fixed = optuna.trial.FixedTrial(dict(trial.params))
+        try:
+            arch = spec.sample_arch(fixed)
+            spec.arch_params(arch)  # inside this space, not only buildable from it
+            spec.sample_train(fixed)
+            trained = trial.user_attrs.get(record.ARCH)  # what the trial really trained
+            same = trained is None or ArchConfig.from_dict(json.loads(trained)) == arch
+        except (ValueError, ConfigError):
+            same = False
+        if not same or count_params(arch) > spec.budget:
+            skipped.append(trial.number)
+            continue
+        study.enqueue_trial(dict(trial.params), user_attrs={WARM_START: f"{other}#{trial.number}"},
+                            skip_if_exists=True)
+        queued.append(trial.number)
+    print(f"warm     queued {len(queued)} of {other}'s best trials"
+          f"{' (' + ', '.join(map(str, queued)) + ')' if queued else ''}"
+          f"{f'; {len(skipped)} do not fit this space or budget' if skipped else ''}", file=out)
+    return queued
+
+
 def run_search(opts: RunOptions, out: TextIO = sys.stdout) -> int:
     """Run the study to ``opts.n_trials`` finished trials; the exit code.
 
@@ -186,6 +232,8 @@ def _run_search(opts: RunOptions, out: TextIO) -> int:
         check_space(study, spec, opts.allow_space_change, out)
         if not study.trials and opts.baselines:
             enqueue_baselines(study, spec, out)
+        if opts.warm_start is not None:
+            enqueue_warm_start(study, spec, storage, *opts.warm_start, out)
     finally:
         lock.release()
     done, _ = record.count_finished(study.get_trials(deepcopy=False))
