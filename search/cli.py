@@ -177,9 +177,17 @@ def cmd_best(args: argparse.Namespace, out: TextIO) -> int:
     from search import record
 
     study = study_from_store(args)
-    best = record.best(study.get_trials(deepcopy=False), args.top)  # type: ignore[attr-defined]
+    trials = study.get_trials(deepcopy=False)  # type: ignore[attr-defined]
+    multi = len(study.directions) > 1  # type: ignore[attr-defined]
+    best = record.pareto_front(trials)[:args.top] if multi else record.best(trials, args.top)
     if not best:
         raise UsageError(f"study {args.study!r} has no complete trial yet")
+    if multi:
+        names = study.metric_names or [f"objective {i}" for i in range(  # type: ignore[attr-defined]
+            len(study.directions))]  # type: ignore[attr-defined]
+        print(f"Pareto front of {' vs '.join(names)}: {len(record.pareto_front(trials))} "
+              f"trial(s), none beaten on every objective by another; most accurate first "
+              "(any of them can be promoted)", file=out)
     print(record.COLUMNS + "architecture", file=out)
     for trial in best:
         print(record.describe(trial), file=out)

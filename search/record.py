@@ -67,6 +67,29 @@ class Objective:
 OBJECTIVE = Objective("val_acc", "maximize", "validation accuracy")
 OBJECTIVES: tuple[Objective, ...] = (OBJECTIVE,)
 DIRECTIONS: list[Literal["maximize", "minimize"]] = [o.direction for o in OBJECTIVES]
+# The second (and third) objectives of a multi-objective study (`[study] objectives`):
+# the size costs the accuracy is traded against, all minimised, from the candidate.
+SIZE_OBJECTIVES = {"params": Objective("n_params", "minimize", "parameters"),
+                   "flops": Objective("flops", "minimize", "FLOPs"),
+                   "latency": Objective("latency_ms", "minimize", "latency (ms)")}
+EPOCH_VAL_ACC = "epoch_val_acc"  # multi-objective trials: the objective after each epoch
+
+
+def objectives(names: Iterable[str]) -> tuple[Objective, ...]:
+    """The study's objectives for its ``[study] objectives`` names (the first is
+    ``val_acc``)."""
+    return (OBJECTIVE, *(SIZE_OBJECTIVES[name] for name in list(names)[1:]))
+
+
+def directions(names: Iterable[str]) -> list[Literal["maximize", "minimize"]]:
+    return [o.direction for o in objectives(names)]
+
+
+def objective_values(val_acc: float, candidate: Any, names: Iterable[str]) -> tuple[float, ...]:
+    """What a trial returns: its accuracy, then each size objective's cost."""
+    costs = {"params": float(candidate.n_params), "flops": float(candidate.flops),
+             "latency": float(getattr(candidate, "costs", {}).get("latency_ms", math.nan))}
+    return (val_acc, *(costs[name] for name in list(names)[1:]))
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -109,10 +132,17 @@ def write_attrs(trial: Any, attrs: Mapping[str, Any]) -> None:
         trial.set_user_attr(key, value)
 
 
-def report_epoch(trial: Any, epoch: int, metrics: Mapping[str, float]) -> None:
+def report_epoch(trial: Any, epoch: int, metrics: Mapping[str, float],
+                 multi: bool = False) -> None:
     """The objective's value after ``epoch`` (what the pruner judges), and the epoch's
-    speed and loss."""
-    trial.report(float(metrics[OBJECTIVE.metric]), epoch)
+    speed and loss. Optuna takes no intermediate values in a multi-objective study
+    (``multi``): there they go to a user attribute, and nothing is pruned."""
+    value = float(metrics[OBJECTIVE.metric])
+    if multi:
+        seen = list(trial.user_attrs.get(EPOCH_VAL_ACC, []))
+        write_attrs(trial, {EPOCH_VAL_ACC: [*seen[:epoch - 1], round(value, 6)]})
+    else:
+        trial.report(value, epoch)
     write_attrs(trial, {SECONDS_PER_EPOCH: round(metrics["seconds"], 3),
                         IMAGES_PER_S: round(metrics["images_per_s"], 1),
                         VAL_LOSS: round(metrics["val_loss"], 4)})
@@ -211,6 +241,25 @@ def count_finished(trials: Iterable[FrozenTrial]) -> tuple[int, int]:
         done += finished(t)
         running += t.state == TrialState.RUNNING
     return done, running
+
+
+def pareto_front(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """Complete trials of a multi-objective study that no other complete trial beats on
+    every objective (accuracy up, sizes down), most accurate first."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None
+            and all(v is not None and math.isfinite(v) for v in t.values)]
+    signs = [1.0] + [-1.0] * (max((len(t.values) for t in done), default=1) - 1)
+
+    def key(t: FrozenTrial) -> list[float]:  # larger is better on every axis
+        return [sign * v for sign, v in zip(signs, t.values, strict=False)]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x >= y for x, y in zip(a, b, strict=True)) and a != b
+
+    keys = {t.number: key(t) for t in done}
+    front = [t for t in done if not any(dominates(keys[o.number], keys[t.number])
+                                        for o in done)]
+    return sorted(front, key=lambda t: (-t.values[0], t.number))
 
 
 def best(trials: Iterable[FrozenTrial], k: int | None = None) -> list[FrozenTrial]:

@@ -6,6 +6,7 @@ import dataclasses
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -227,8 +228,21 @@ def _run_search(opts: RunOptions, out: TextIO) -> int:
     lock = StartLock(url, name)
     lock.acquire()
     try:
-        study = optuna.create_study(study_name=name, storage=storage,
-                                    directions=record.DIRECTIONS, load_if_exists=True)
+        try:
+            study = optuna.create_study(study_name=name, storage=storage,
+                                        directions=record.directions(spec.objectives),
+                                        load_if_exists=True)
+        except ValueError as err:  # an existing study of other objectives
+            raise UsageError(f"study {name!r}: {err}; give this study file its own "
+                             "--study-name") from None
+        if len(study.directions) != len(spec.objectives):
+            raise UsageError(f"study {name!r} has {len(study.directions)} objective(s) and "
+                             f"{spec.source} asks for {len(spec.objectives)} "
+                             f"({', '.join(spec.objectives)}); give it its own --study-name")
+        if not study.metric_names:  # what the dashboard calls the values
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([o.metric for o in record.objectives(spec.objectives)])
         check_space(study, spec, opts.allow_space_change, out)
         if not study.trials and opts.baselines:
             enqueue_baselines(study, spec, out)

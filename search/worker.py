@@ -113,7 +113,7 @@ class Objective:
         self.on_start = on_start  # called once the trial exists in the store
         self.own = own_failures()
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         self.on_start()
         try:
             return self._run(trial)
@@ -134,7 +134,7 @@ class Objective:
                                                   f"(traceback: {where})"[:record.MAX_REASON])
             raise
 
-    def _run(self, trial: optuna.Trial) -> float:
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         import torch
 
         from space import OverBudget
@@ -152,14 +152,20 @@ class Objective:
             host=self.host, worker=self.cfg.worker, pid=os.getpid(),
             data_source=self.data.source))
 
+        multi = self.spec.multi_objective
+
         def report(epoch: int, metrics: dict[str, float]) -> bool:
-            record.report_epoch(trial, epoch, metrics)
-            return trial.should_prune()
+            # Optuna cannot prune a multi-objective trial: it trains to the end.
+            record.report_epoch(trial, epoch, metrics, multi=multi)
+            return False if multi else trial.should_prune()
 
         result = self.trainer(candidate.arch, candidate.train, self.data, device=device,
                               report=report, log=lambda _: None)
         if result.stopped:
             raise optuna.TrialPruned(f"pruned after epoch {result.epochs}")
+        if multi:
+            return record.objective_values(float(result.val_acc), candidate,
+                                           self.spec.objectives)
         return float(result.val_acc)
 
     def log_bug(self, number: int, err: BaseException) -> str:

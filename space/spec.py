@@ -100,12 +100,17 @@ class StudySpec:
     latency_batch: int = 64
     memory_budget_mb: float | None = None  # measured peak training memory on CUDA
     memory_batch: int = 512
+    objectives: tuple[str, ...] = ("val_acc",)  # more: a multi-objective (Pareto) study
     max_stages: int = field(init=False)
     arch_space: ArchSpace = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_stages", max(self.arch["stages"].values()))
         object.__setattr__(self, "arch_space", ArchSpace(self.arch))
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
     @property
     def limits(self) -> Limits:
@@ -147,6 +152,8 @@ class StudySpec:
             limits["latency_batch"] = self.latency_batch
         if self.memory_budget_mb:
             limits["memory_batch"] = self.memory_batch
+        if self.multi_objective:
+            limits["objectives"] = list(self.objectives)
         text = json.dumps({"arch": canonical(arch), "train": canonical(self.train),
                            "budget": self.budget, **limits}, sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -307,7 +314,10 @@ def parse_spec(raw: dict[str, Any], *, where: str, default_name: str) -> StudySp
             raise SpecError(f"{where}: {section}: must be a table ([{section}])")
         tables[section] = table
 
-    study = read_options(where, "study", tables["study"], STUDY_OPTIONS)
+    study_table = dict(tables["study"])
+    objectives = _parse_objectives(where, study_table.pop("objectives", ["val_acc"]),
+                                   "latency_budget_ms" in study_table)
+    study = read_options(where, "study", study_table, STUDY_OPTIONS)
     name = study.get("name", default_name)
     problem = study_name_problem(name)
     if problem:
@@ -322,6 +332,7 @@ def parse_spec(raw: dict[str, Any], *, where: str, default_name: str) -> StudySp
         name=name, source=where, budget=study.get("budget", DEFAULT_BUDGET),
         description=study.get("description", ""), arch=arch, train=train, final=final,
         sampler=sampler, pruner=pruner, n_trials=study.get("n_trials", 100),
+        objectives=objectives,
         **{key: study[key] for key in ("flops_budget", "latency_budget_ms", "latency_batch",
                                        "memory_budget_mb", "memory_batch") if key in study},
     )
@@ -334,6 +345,23 @@ def parse_spec(raw: dict[str, Any], *, where: str, default_name: str) -> StudySp
         except ValueError as err:
             raise SpecError(f"{where}: {section}: {err}") from None
     return spec
+
+
+SIZE_OBJECTIVES = ("params", "flops", "latency")  # search.record.SIZE_OBJECTIVES
+
+
+def _parse_objectives(where: str, value: Any, has_latency: bool) -> tuple[str, ...]:
+    """``[study] objectives``: ``["val_acc"]``, or it and up to two of `SIZE_OBJECTIVES`."""
+    allowed = f'["val_acc"], or "val_acc" then up to two of {list(SIZE_OBJECTIVES)}'
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"{where}: study.objectives: must be a list of names, {allowed}")
+    if not value or value[0] != "val_acc" or len(value) > 3 or len(set(value)) != len(value) \
+            or any(v not in SIZE_OBJECTIVES for v in value[1:]):
+        raise SpecError(f"{where}: study.objectives: {value} must be {allowed}")
+    if "latency" in value and not has_latency:
+        raise SpecError(f"{where}: study.objectives: 'latency' is measured only with a "
+                        "latency_budget_ms (set one as high as you like)")
+    return tuple(value)
 
 
 def _check_sampler(where: str, sampler: dict[str, Any]) -> None:
