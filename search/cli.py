@@ -191,6 +191,8 @@ def cmd_best(args: argparse.Namespace, out: TextIO) -> int:
     print(record.COLUMNS + "architecture", file=out)
     for trial in best:
         print(record.describe(trial), file=out)
+    if not multi and (hint := record.plateau(trials)) is not None:
+        print(f"stop?    {hint}", file=out)
     return 0
 
 

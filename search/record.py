@@ -243,6 +243,29 @@ def count_finished(trials: Iterable[FrozenTrial]) -> tuple[int, int]:
     return done, running
 
 
+PLATEAU_MIN_TRIALS = 30  # complete trials before `plateau` judges
+PLATEAU_EPSILON = 0.001  # an improvement smaller than this (0.1 points) does not count
+
+
+def plateau(trials: Iterable[FrozenTrial]) -> str | None:
+    """A stopping hint, or None: when none of the latest complete trials (the last third,
+    at least 20) raised the best by `PLATEAU_EPSILON`, more trials are unlikely to help
+    much. A heuristic in place of Optuna's terminator (whose GP needs scipy): it says
+    the search has stalled, not that the optimum was found."""
+    done = sorted((t for t in trials if value(t) is not None), key=lambda t: t.number)
+    if len(done) < PLATEAU_MIN_TRIALS:
+        return None
+    window = max(20, len(done) // 3)
+    sign = 1.0 if OBJECTIVE.direction == "maximize" else -1.0
+    before = max(sign * value(t) for t in done[:-window])  # type: ignore[operator]
+    latest = max(sign * value(t) for t in done[-window:])  # type: ignore[operator]
+    if latest - before > PLATEAU_EPSILON:
+        return None
+    return (f"no improvement over {PLATEAU_EPSILON * 100:g} points of {OBJECTIVE.metric} in "
+            f"the last {window} complete trials: more trials are unlikely to help much "
+            "(a heuristic; widen the space, lengthen the trials, or stop)")
+
+
 def pareto_front(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     """Complete trials of a multi-objective study that no other complete trial beats on
     every objective (accuracy up, sizes down), most accurate first."""

@@ -299,3 +299,5 @@ def summarize(study: optuna.Study, out: TextIO) -> None:
         print(f"best     trial {best[0].number}: {record.OBJECTIVE.metric} "
               f"{record.value(best[0]):.4f}, {n_params:,} parameters, "
               f"{record.str_attr(best[0], record.ARCH_SUMMARY) or ''}", file=out)
+    if len(study.directions) == 1 and (hint := record.plateau(trials)) is not None:
+        print(f"stop?    {hint}", file=out)
