@@ -144,7 +144,8 @@ class BudgetAwareSampler(BaseSampler):
     def sample_relative(self, study: Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         relative, proposal = self._draw(study, trial, search_space, self._base)
-        if proposal is None:  # nothing the base sampler proposed fits: random proposals
+        if proposal is None and not isinstance(self._base, optuna.samplers.RandomSampler):
+            # Nothing the model-based sampler proposed fits: random proposals.
             relative, proposal = self._draw(study, trial, search_space, self._random)
             self.fallbacks += proposal is not None
         if proposal is None:
