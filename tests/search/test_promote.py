@@ -68,6 +68,21 @@ class Searched:
                 "--data", str(SHARED_ARCHIVE), "--device", "cpu", *extra]
 
 
+SMOKE_FINAL = "[final]\nepochs = 2\ntrain_subset = 3000"  # the smoke study's own [final]
+
+
+def smoke_search(root: Path, name: str, final: str, n_trials: int = 1) -> Searched:
+    """A finished smoke search (workers=1, seed 0, baselines first) in an SQLite file under
+    ``root``, its study file's [final] table replaced by ``final``."""
+    study = smoke_file(root, **{SMOKE_FINAL: final})
+    url = f"sqlite:///{root / 'study.db'}"
+    code = run_search(RunOptions(study=str(study), storage=url, study_name=name,
+                                 n_trials=n_trials, workers=1, executor="local",
+                                 data=str(SHARED_ARCHIVE), device="cpu", seed=0), io.StringIO())
+    assert code == 0
+    return Searched(study, url, name, root)
+
+
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> Searched:
     root = tmp_path_factory.mktemp("promote")

@@ -17,10 +17,8 @@ import trainers.training as training
 from search import record
 from search.cli import main
 from search.results.promote import validation_note
-from search.run import RunOptions, run_search
 from space import SpecError, load_spec
-from tests.conftest import SHARED_ARCHIVE
-from tests.search.test_promote import Searched, one_line_error
+from tests.search.test_promote import SMOKE_FINAL, Searched, one_line_error, smoke_search
 from tests.search.test_service import smoke_file
 from trainers import TrainConfig, rundir
 from trainers.rundir import OUTPUTS
@@ -33,20 +31,12 @@ train_subset = 400
 val_size = 0
 batch_size = 64
 tta_flip = false"""
-SMOKE_FINAL = "[final]\nepochs = 2\ntrain_subset = 3000"
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> Searched:
     """A smoke search of one trial (the baseline) whose study file trains on all images."""
-    root = tmp_path_factory.mktemp("all-data")
-    study = smoke_file(root, **{SMOKE_FINAL: FINAL})
-    url = f"sqlite:///{root / 'study.db'}"
-    code = run_search(RunOptions(study=str(study), storage=url, study_name="all", n_trials=1,
-                                 workers=1, executor="local", data=str(SHARED_ARCHIVE),
-                                 device="cpu", seed=0), io.StringIO())
-    assert code == 0
-    return Searched(study, url, "all", root)
+    return smoke_search(tmp_path_factory.mktemp("all-data"), "all", FINAL)
 
 
 @pytest.fixture(scope="module")

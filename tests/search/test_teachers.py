@@ -17,10 +17,15 @@ import numpy as np
 import pytest
 
 from search.cli import main
-from search.run import RunOptions, run_search
 from tests.conftest import SHARED_ARCHIVE
-from tests.search.test_promote import FINAL, Searched, load_weights, one_line_error, run_tta
-from tests.search.test_service import smoke_file
+from tests.search.test_promote import (
+    FINAL,
+    Searched,
+    load_weights,
+    one_line_error,
+    run_tta,
+    smoke_search,
+)
 from trainers import CifarData
 from trainers.inference import predict_logits
 
@@ -29,14 +34,7 @@ pytestmark = pytest.mark.usefixtures("shared_archive")  # skips, or fails in CI,
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> Searched:
-    root = tmp_path_factory.mktemp("teachers")
-    study = smoke_file(root, **{"[final]\nepochs = 2\ntrain_subset = 3000": FINAL})
-    url = f"sqlite:///{root / 'study.db'}"
-    code = run_search(RunOptions(study=str(study), storage=url, study_name="kd", n_trials=1,
-                                 workers=1, executor="local", data=str(SHARED_ARCHIVE),
-                                 device="cpu", seed=0), io.StringIO())
-    assert code == 0
-    return Searched(study, url, "kd", root)
+    return smoke_search(tmp_path_factory.mktemp("teachers"), "kd", FINAL)
 
 
 def promote(searched: Searched, *extra: str) -> tuple[int, str]:
