@@ -86,16 +86,23 @@ class PerImageCifar(Dataset):
 
 
 def plain_epoch_rate(data: CifarData, n: int, epochs: int, device: torch.device,
-                     workers: int, arch: ArchConfig = BASELINES["resnet-443"]) -> float:
-    """Images per second of the last of ``epochs`` fp32 epochs of ``arch`` through a
-    per-image DataLoader, batch 128 (the first epochs warm up)."""
+                     workers: int, arch: ArchConfig = BASELINES["resnet-443"], *,
+                     persistent: bool = False, amp: bool = False) -> float:
+    """Images per second of the last of ``epochs`` epochs of ``arch`` through a
+    per-image DataLoader, batch 128 (the first epochs warm up): fp32, or with ``amp``
+    bf16 autocast and channels-last (CUDA); ``persistent`` keeps the workers alive
+    between epochs."""
     torch.manual_seed(0)
     model = build_model(arch).to(device)
+    autocast = amp and device.type == "cuda"
+    if autocast:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
                                 weight_decay=5e-4)
     dataset = PerImageCifar(data.train_images[:n], data.train_labels[:n], seed=0)
     loader = DataLoader(dataset, batch_size=128, shuffle=True, num_workers=workers,
-                        drop_last=True, pin_memory=device.type == "cuda")
+                        drop_last=True, pin_memory=device.type == "cuda",
+                        persistent_workers=persistent and workers > 0)
     model.train()
     rate = 0.0
     for _ in range(epochs):
@@ -103,7 +110,10 @@ def plain_epoch_rate(data: CifarData, n: int, epochs: int, device: torch.device,
         start = time.perf_counter()
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = F.cross_entropy(model(x), y)
+            if autocast:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

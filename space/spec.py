@@ -165,8 +165,18 @@ class StudySpec:
         return self.arch_space.sample(trial)
 
     def sample_train(self, trial: Suggester) -> TrainConfig:
-        """Draw a recipe for a search trial."""
-        return TrainConfig(**{key: dim.suggest(trial, key) for key, dim in self.train.items()})
+        """Draw a recipe for a search trial.
+
+        Validation uses test-time augmentation on the last epoch only, unless trials
+        differ in length (``epochs`` is searched): then on every epoch, so that the pruner
+        compares a short trial's last epoch with a long one's same epoch measured alike.
+        A study file's own ``val_tta`` wins.
+        """
+        values = {key: dim.suggest(trial, key) for key, dim in self.train.items()}
+        if "val_tta" not in values and "epochs" in self.train \
+                and len(set(self.train["epochs"].extremes())) > 1:
+            values["val_tta"] = "every"
+        return TrainConfig(**values)
 
     def sample(self, trial: Any, budgets: list[Budget] | None = None) -> Candidate:
         """Draw a candidate for ``trial`` (an `optuna.Trial` or `FixedTrial`).

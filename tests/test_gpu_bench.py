@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_bench.py"
 REQUIRED = ("device", "date", "command", "torch", "net", "study", "train_images", "batch_sizes",
             "matmul_bf16_tflops", "fast", "plain", "speedup", "short_trial_seconds",
-            "trials_per_hour", "notes")
+            "trials_per_hour", "notes", "plain_tuned", "speedup_over_tuned", "complete",
+            "searches")
 PATH_KEYS = ("images_per_s", "seconds_per_epoch", "achieved_tflops", "fraction_of_matmul")
 
 
@@ -59,7 +60,8 @@ def test_quick_cpu_run_writes_every_figure(archive: Path, tmp_path: Path) -> Non
     assert record["net"]["train_flops_per_image"] == 3 * count_flops(arch)
     assert record["train_images"] == 512 and record["batch_sizes"]["plain"] == 128
     assert positive(record["matmul_bf16_tflops"]) and positive(record["matmul_fp32_tflops"])
-    for path in ("fast", "plain"):
+    assert record["complete"] is True and len(record["searches"]) == 1
+    for path in ("fast", "plain", "plain_tuned"):
         row = record[path]
         assert all(positive(row[k]) for k in PATH_KEYS), row
         assert 0 < row["fraction_of_matmul"] < 1.5, row

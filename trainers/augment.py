@@ -29,6 +29,7 @@ from trainers.policies import apply_policy
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 NUM_CLASSES = 10
+AHEAD_CHUNK = 8192  # images augmented per pass with augment_ahead (bounds the float copies)
 
 
 def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -38,9 +39,27 @@ def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
     """
     if images.shape[-1] == 3 and images.shape[1] != 3:
         images = images.permute(0, 3, 1, 2)
-    mean = torch.tensor(MEAN, device=images.device, dtype=dtype).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=images.device, dtype=dtype).view(1, 3, 1, 1)
+    mean = constant(MEAN, images.device, dtype).view(1, 3, 1, 1)
+    std = constant(STD, images.device, dtype).view(1, 3, 1, 1)
     return (images.to(dtype) / 255.0 - mean) / std
+
+
+_CONSTANTS: dict[tuple[tuple[float, ...], torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def constant(values: tuple[float, ...], device: torch.device,
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``values`` as a tensor on ``device``, made once per device and dtype.
+
+    ``torch.tensor(..., device="cuda")`` is a blocking host-to-device copy: made on every
+    batch it would stall the step on the host (and rule out CUDA graphs). Callers must
+    not write to the tensor.
+    """
+    key = (values, device, dtype)
+    cached = _CONSTANTS.get(key)
+    if cached is None:
+        cached = _CONSTANTS[key] = torch.tensor(values, device=device, dtype=dtype)
+    return cached
 
 
 def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
@@ -78,7 +97,7 @@ def color_jitter(x: torch.Tensor, strength: float, gen: torch.Generator) -> torc
     n = x.shape[0]
     factors = 1.0 + strength * (2.0 * torch.rand(3, n, 1, 1, 1, generator=gen,
                                                  device=x.device) - 1.0)
-    weights = torch.tensor(GRAY, device=x.device, dtype=x.dtype)
+    weights = constant(GRAY, x.device, x.dtype)
     x = (x * factors[0]).clamp(0.0, 1.0)
     mean = (x * weights).sum(-1, keepdim=True).mean((1, 2, 3), keepdim=True)
     x = (mean + factors[1] * (x - mean)).clamp(0.0, 1.0)
@@ -261,12 +280,48 @@ class TrainLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         order = torch.randperm(len(self.images), generator=self.gen, device=self.images.device)
+        if self.cfg.augment_ahead:
+            yield from self._ahead(order)
+            return
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             yield self.augment(self.images[idx], self.labels[idx], idx)
 
+    def _ahead(self, order: torch.Tensor) -> Iterator[Batch]:
+        """The epoch's images augmented up front, `AHEAD_CHUNK` images per pass, into one
+        buffer (bf16, channels-last on CUDA, as airbench keeps its epoch); batches are
+        slices of it, mixed (mixup, CutMix, RICAP) per batch as they are served.
+
+        Fewer, larger kernels than augmenting batch by batch; the same augmentations,
+        drawn in another order, so a run's numbers differ from the batch-by-batch ones.
+        """
+        used = len(self) * self.batch_size
+        order = order[:used]
+        cuda = self.images.is_cuda
+        buffer = torch.empty((used, 3, *self.images.shape[1:3]), device=self.images.device,
+                             dtype=torch.bfloat16 if cuda else torch.float32)
+        if cuda:
+            buffer = buffer.contiguous(memory_format=torch.channels_last)
+        step = max(1, AHEAD_CHUNK // self.batch_size) * self.batch_size
+        for start in range(0, used, step):
+            idx = order[start:start + step]
+            buffer[start:start + len(idx)] = self.augment(
+                self.images[idx], self.labels[idx], mixing=False).images
+        for i in range(len(self)):
+            part = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            idx, labels = order[part], self.labels[order[part]]
+            x: torch.Tensor = buffer[part]
+            targets = labels
+            if self.mixing:
+                x, targets = mix(x.float(), labels, self.cfg, self.gen, self.rng)
+            yield Batch(x, labels, targets, idx)
+
+    @property
+    def mixing(self) -> bool:
+        return self.cfg.mixup > 0 or self.cfg.cutmix > 0 or self.cfg.ricap > 0
+
     def augment(self, images: torch.Tensor, labels: torch.Tensor,
-                index: torch.Tensor | None = None) -> Batch:
+                index: torch.Tensor | None = None, *, mixing: bool = True) -> Batch:
         cfg = self.cfg
         if cfg.policy != "none":  # on the uint8 image, as PIL's ops are defined
             images = apply_policy(images, cfg.policy, self.gen, ops=cfg.policy_ops,
@@ -283,7 +338,7 @@ class TrainLoader:
         x = cutout(x, cfg.cutout, self.gen)
         x = random_erasing(x, cfg, self.gen)
         targets: torch.Tensor = labels
-        if cfg.mixup > 0 or cfg.cutmix > 0 or cfg.ricap > 0:
+        if mixing and self.mixing:
             x, targets = mix(x, labels, cfg, self.gen, self.rng)
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)

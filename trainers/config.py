@@ -13,6 +13,8 @@ from models.validate import ConfigError, kwargs_from_dict
 OPTIMIZERS = ("sgd", "adamw", "sam")
 SCHEDULES = ("cosine", "onecycle", "multistep")
 POLICIES = ("none", "trivialaugment", "randaugment", "autoaugment")  # trainers.policies
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")  # torch.compile
+VAL_TTA = ("final", "every")
 
 
 def _check(ok: bool, field: str, value: Any, problem: str) -> None:
@@ -86,6 +88,9 @@ class TrainConfig:
     fold: str = ""  # "k/K": hold out fold k of K (stratified) instead of val_size; "" = none
     kd_alpha: float = 0.9  # distillation (with teachers): weight of the teachers' soft loss
     kd_temperature: float = 4.0  # distillation: softmax temperature of student and teachers
+    compile_mode: str = "default"  # torch.compile mode; "reduce-overhead": CUDA graphs
+    augment_ahead: bool = False  # augment each epoch's images in one pass before its steps
+    val_tta: str = "final"  # test-time augmentation in validation: "final" epoch, or "every"
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", self.epochs, "must be >= 1")
@@ -136,6 +141,9 @@ class TrainConfig:
         _check(not self.fold or parse_fold(self.fold) is not None, "fold", self.fold,
                "must be k/K with 2 <= K <= 20 folds and 1 <= k <= K (such as 1/5)")
         _check(0.0 <= self.kd_alpha <= 1.0, "kd_alpha", self.kd_alpha, "must be in 0..1")
+        _check(self.compile_mode in COMPILE_MODES, "compile_mode", self.compile_mode,
+               f"must be one of {COMPILE_MODES}")
+        _check(self.val_tta in VAL_TTA, "val_tta", self.val_tta, f"must be one of {VAL_TTA}")
         _check(0.5 <= self.kd_temperature <= 20.0, "kd_temperature", self.kd_temperature,
                "must be in 0.5..20")
 

@@ -30,6 +30,12 @@ class ModelEma:
         self.source, self.decay, self.warmup = model, decay, warmup
         self.model = copy.deepcopy(model).requires_grad_(False)
         self.updates = 0  # updates done; saved in checkpoints for the warm-up
+        # The tensors of each side, listed once: an update is two multi-tensor kernels
+        # (a lerp of the floats, a copy of the integer buffers), not one per tensor.
+        self._floats = [*self.model.parameters(), *_float_buffers(self.model)]
+        self._their_floats = [p.detach() for p in (*model.parameters(), *_float_buffers(model))]
+        self._ints = [b for b in self.model.buffers() if not b.is_floating_point()]
+        self._their_ints = [b for b in model.buffers() if not b.is_floating_point()]
 
     def current_decay(self) -> float:
         """The decay the next update uses."""
@@ -39,13 +45,9 @@ class ModelEma:
 
     @torch.no_grad()
     def update(self) -> None:
-        weight = 1.0 - self.current_decay()
-        mine = [*self.model.parameters(), *_float_buffers(self.model)]
-        theirs = [p.detach() for p in (*self.source.parameters(), *_float_buffers(self.source))]
-        torch._foreach_lerp_(mine, theirs, weight)
-        for a, b in zip(self.model.buffers(), self.source.buffers(), strict=True):
-            if not a.is_floating_point():
-                a.copy_(b)
+        torch._foreach_lerp_(self._floats, self._their_floats, 1.0 - self.current_decay())
+        if self._ints:
+            torch._foreach_copy_(self._ints, self._their_ints)
         self.updates += 1
 
     def state_dict(self) -> dict[str, Any]:

@@ -51,6 +51,12 @@ PARETO = "pareto.png"  # a study's report
 REPORT = "report.md"
 LOCK = "promote.lock"
 TEACHER_CACHE = "teacher-probs.pt"
+# promote checkpoints after every CHECKPOINT_EVERY epochs or CHECKPOINT_MINUTES minutes,
+# whichever comes first: a crash loses at most that long plus an epoch. On a GPU an epoch of
+# a 5M network takes seconds, and a checkpoint per epoch (a device-to-host copy and two
+# fsyncs) would cost several percent of the run; on a CPU every epoch outlasts the minutes.
+CHECKPOINT_EVERY = 10
+CHECKPOINT_MINUTES = 1.5
 ENSEMBLES = "ensembles"  # runs/ensembles/<digest>/: an ensemble's evaluations
 
 OUTPUTS = (CONFIG, MODEL, METRICS, CURVES, CONFUSION, SUMMARY)  # what a finished run holds

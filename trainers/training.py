@@ -2,8 +2,9 @@
 
 Imports neither Optuna nor Ray: the search passes a ``report(epoch, metrics)``
 callback that returns True to stop. On CUDA the step runs under bf16 autocast
-with channels-last tensors and a fused optimizer; loss and accuracy are summed
-on the device and read once per epoch, so the host rarely waits.
+with channels-last tensors, a fused optimizer and cuDNN autotuning; loss,
+accuracy and the divergence flag stay on the device inside an epoch (no host
+sync per step), and the model can be compiled (`compile_model`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ from trainers.schedules import lr_factor
 from trainers.splits import fold_split, stratified_split, stratified_subset
 
 SPLIT_SEED = 0  # every trial of every study validates on the same images
-NAN_CHECK_STEPS_CUDA = 50  # steps between host reads of the divergence flag on CUDA
+NAN_CHECK_STEPS_CUDA = 25  # steps between asynchronous copies of the divergence flag on CUDA
+CUDNN_BENCHMARK = True  # cuDNN autotuning on CUDA (gpu_bench.py can turn it off)
+# Execution settings, not part of a run's identity: a run may resume with them changed.
+EXECUTION_FIELDS = frozenset({"compile", "compile_mode"})
 
 Report = Callable[[int, dict[str, float]], bool]
 StepHook = Callable[[int, int, int], None]  # (epoch, step, steps per epoch)
@@ -160,6 +164,67 @@ def _autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+_compiled_for: list[ArchConfig] = []  # the architecture this process last compiled
+
+
+def compile_model(model: nn.Module, arch: ArchConfig, mode: str) -> nn.Module:
+    """``torch.compile(model, dynamic=False, mode=mode)``, after ``torch._dynamo.reset()``
+    when this process last compiled another architecture.
+
+    A search worker trains one architecture after another: without the reset each new
+    network's graphs pile up in dynamo's caches until the recompile limit is hit, and
+    from then on torch silently runs the model eagerly.
+    """
+    if _compiled_for and _compiled_for[0] != arch:
+        torch._dynamo.reset()
+    _compiled_for[:] = [arch]
+    compiled: nn.Module = torch.compile(model, dynamic=False, mode=mode)  # type: ignore[assignment]
+    return compiled
+
+
+class DivergenceWatch:
+    """The first step whose loss was NaN or infinite, recorded on the device.
+
+    On a CPU it is read after every step (reading costs nothing there). On CUDA the
+    flag is copied to pinned host memory without blocking every `NAN_CHECK_STEPS_CUDA`
+    steps and read once the copy's event has completed, so the host never waits on
+    the GPU inside an epoch, and a divergence is caught a few dozen steps after it.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_bad = torch.full((), -1, device=device, dtype=torch.long)
+        self.cuda = device.type == "cuda"
+        self.host = torch.full((), -1, dtype=torch.long)
+        if self.cuda:
+            self.host = self.host.pin_memory()
+        self.pending: torch.cuda.Event | None = None
+
+    def record(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss.detach())
+        self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
+
+    def poll(self, step: int) -> int | None:
+        """The bad step if one is known by now, else None; never blocks on CUDA."""
+        if not self.cuda:
+            value = int(self.first_bad.item())
+            return value if value >= 0 else None
+        if self.pending is not None and self.pending.query():
+            self.pending = None
+            value = int(self.host.item())  # pinned host memory: no device sync
+            if value >= 0:
+                return value
+        if self.pending is None and step % NAN_CHECK_STEPS_CUDA == 0:
+            self.host.copy_(self.first_bad, non_blocking=True)
+            self.pending = torch.cuda.Event()
+            self.pending.record()
+        return None
+
+    def final(self) -> int | None:
+        """The bad step of the epoch, if any (one sync, at the end of the epoch)."""
+        value = int(self.first_bad.item())
+        return value if value >= 0 else None
+
+
 def fit(
     arch: ArchConfig,
     train_cfg: TrainConfig,
@@ -169,10 +234,12 @@ def fit(
     report: Report | None = None,
     checkpoint_dir: Path | str | None = None,
     checkpoint_every: int = 1,
+    checkpoint_seconds: float | None = None,
     deterministic: bool = False,
     log: Callable[[str], None] = print,
     on_step: StepHook | None = None,
     teacher: Teacher | None = None,
+    compile: bool | None = None,
 ) -> FitResult:
     """Train ``arch`` with ``train_cfg`` on ``data``'s training split.
 
@@ -187,40 +254,53 @@ def fit(
             runs after that epoch's checkpoint is written, never before.
         checkpoint_dir: where to write a checkpoint every ``checkpoint_every``
             epochs (and after the last); a checkpoint already there is resumed.
+        checkpoint_seconds: also write one after an epoch that ends this many seconds
+            or more after the last one written (whichever comes first), so a crash loses
+            at most this long plus an epoch; None: by epochs only.
         deterministic: use deterministic kernels, so a resumed run ends with the
-            same weights as an uninterrupted one.
+            same weights as an uninterrupted one (and no cuDNN autotuning).
         log: where progress lines ("resuming from epoch 3") go.
         on_step: called after each optimizer step as ``on_step(epoch, step, steps)``
             (for progress bars; it gets no metrics, so the host does not wait).
         teacher: trained networks to distil (`trainers.distill`): the loss becomes
             ``kd_loss`` with the recipe's ``kd_alpha`` and ``kd_temperature``.
+        compile: ``torch.compile`` the training step's model (CUDA only; the
+            recipe's ``compile_mode``); None: as the recipe's ``compile`` says.
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
         CheckpointError: the checkpoint there is unreadable or for another run.
     """
     previous = torch.are_deterministic_algorithms_enabled()
+    previous_benchmark = torch.backends.cudnn.benchmark
+    dev = resolve_device(device)
     torch.use_deterministic_algorithms(deterministic or previous)
+    # Shapes are static (whole batches, a fixed evaluation batch): let cuDNN time its
+    # convolution algorithms once per shape, unless the run must be reproducible.
+    torch.backends.cudnn.benchmark = (CUDNN_BENCHMARK and dev.type == "cuda"
+                                      and not (deterministic or previous))
     try:
-        return _fit(arch, train_cfg, data, resolve_device(device), report,
+        return _fit(arch, train_cfg, data, dev, report,
                     Path(checkpoint_dir) if checkpoint_dir is not None else None,
-                    checkpoint_every, log, on_step, teacher)
+                    (checkpoint_every, checkpoint_seconds), log, on_step, teacher,
+                    train_cfg.compile if compile is None else compile)
     finally:
         torch.use_deterministic_algorithms(previous)
+        torch.backends.cudnn.benchmark = previous_benchmark
 
 
 def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.device,
-         report: Report | None, ckpt_dir: Path | None, checkpoint_every: int,
-         log: Callable[[str], None], on_step: StepHook | None,
-         teacher: Teacher | None) -> FitResult:
+         report: Report | None, ckpt_dir: Path | None,
+         checkpoint_when: tuple[int, float | None], log: Callable[[str], None],
+         on_step: StepHook | None, teacher: Teacher | None, compiled: bool) -> FitResult:
     start_time = time.perf_counter()
     _seed_everything(train_cfg.seed)
     model = build_model(arch).to(dev)  # initialised on the CPU: the same weights on any device
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     step_model: nn.Module = model
-    if train_cfg.compile and dev.type == "cuda":
-        step_model = torch.compile(model)  # type: ignore[assignment]
+    if compiled and dev.type == "cuda":
+        step_model = compile_model(model, arch, train_cfg.compile_mode)
     ema = ModelEma(model, train_cfg.ema, train_cfg.ema_warmup) if train_cfg.ema > 0 else None
 
     split = Split.carve(data, train_cfg, dev)
@@ -266,6 +346,8 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
         }, ckpt_dir)
 
     eval_model = ema.model if ema is not None and train_cfg.ema_eval else model
+    every, every_seconds = checkpoint_when
+    last_saved = time.perf_counter()
     stopped = False
     epoch = first_epoch - 1
     for epoch in range(first_epoch, train_cfg.epochs + 1):
@@ -273,10 +355,13 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
         train_loss, train_acc = _train_epoch(step_model, loader, optimizer, scheduler, ema,
                                              train_cfg, epoch, on_step, sam, teacher)
         train_seconds = time.perf_counter() - t0
+        # Test-time augmentation on the last epoch only, unless the recipe asks for it on
+        # every epoch (a study whose trials differ in length: the pruner compares epochs).
+        tta = train_cfg.val_tta == "every" or epoch == train_cfg.epochs
         # val_size = 0 (a final run on every training image): nothing to validate on.
         val_loss, val_acc = (math.nan, math.nan) if not len(split.val_labels) else evaluate(
-            eval_model, split.val_images, split.val_labels, tta_flip=train_cfg.tta_flip,
-            tta_translate=train_cfg.tta_translate)
+            eval_model, split.val_images, split.val_labels, tta_flip=tta and train_cfg.tta_flip,
+            tta_translate=train_cfg.tta_translate if tta else 0)
         metrics = {
             "epoch": float(epoch), "train_loss": train_loss, "train_acc": train_acc,
             "val_loss": val_loss, "val_acc": val_acc,
@@ -287,10 +372,12 @@ def _fit(arch: ArchConfig, train_cfg: TrainConfig, data: CifarData, dev: torch.d
         history.append(metrics)
         # The checkpoint comes before the report: whatever the report writes of this
         # epoch (promote's metrics.csv) must never run ahead of what a resume finds.
-        saved = ckpt_dir is not None and (epoch % checkpoint_every == 0
-                                          or epoch == train_cfg.epochs)
+        due = (epoch % every == 0 or epoch == train_cfg.epochs or (
+            every_seconds is not None and time.perf_counter() - last_saved >= every_seconds))
+        saved = ckpt_dir is not None and due
         if saved:
             save(epoch)
+            last_saved = time.perf_counter()
         stopped = bool(report(epoch, metrics)) if report is not None else False
         if stopped:
             if ckpt_dir is not None and not saved:
@@ -312,19 +399,16 @@ def _train_epoch(model: nn.Module, loader: TrainLoader, optimizer: torch.optim.O
     device = loader.images.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    first_bad = torch.full((), -1, device=device, dtype=torch.long)
-    check_every = NAN_CHECK_STEPS_CUDA if device.type == "cuda" else 1
+    watch = DivergenceWatch(device)
     seen = 0
     for step, batch in enumerate(loader, start=1):
         soft = teacher.soft_targets(batch, cfg.kd_temperature) if teacher is not None else None
         with _autocast(device):
             logits = model(batch.images)
             loss = batch_loss(logits, batch, cfg, soft)
-        # Record the first bad step on the device; read it only every few steps.
-        bad = ~torch.isfinite(loss.detach())
-        first_bad = torch.where(bad & (first_bad < 0), step, first_bad)
-        if step % check_every == 0 and first_bad.item() >= 0:
-            raise TrainingDiverged(epoch, int(first_bad.item()))
+        watch.record(loss, step)
+        if (bad_step := watch.poll(step)) is not None:
+            raise TrainingDiverged(epoch, bad_step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if sam is not None and sam.due(step):
@@ -341,8 +425,8 @@ def _train_epoch(model: nn.Module, loader: TrainLoader, optimizer: torch.optim.O
         seen += len(batch.labels)
         if on_step is not None:
             on_step(epoch, step, len(loader))
-    if first_bad.item() >= 0:
-        raise TrainingDiverged(epoch, int(first_bad.item()))
+    if (bad_step := watch.final()) is not None:
+        raise TrainingDiverged(epoch, bad_step)
     return loss_sum.item() / max(1, seen), correct.item() / max(1, seen)
 
 
@@ -352,6 +436,7 @@ def check_same_run(state: dict[str, Any], arch: ArchConfig, cfg: TrainConfig,
 
     The stored dicts are read back into configs first, so a checkpoint written in
     an older dict format (or before a field with a default existed) still matches.
+    Execution settings (`EXECUTION_FIELDS`: compile) may differ.
     """
     try:
         stored_arch = ArchConfig.from_dict(state["arch"])
@@ -362,8 +447,9 @@ def check_same_run(state: dict[str, Any], arch: ArchConfig, cfg: TrainConfig,
     if stored_arch != arch:
         raise CheckpointError(f"{directory}: the checkpoint is of another architecture "
                               f"({stored_arch.describe()})")
-    if stored_train != cfg:
-        changed = sorted(k for k, v in cfg.to_dict().items() if getattr(stored_train, k) != v)
+    changed = sorted(k for k, v in cfg.to_dict().items()
+                     if getattr(stored_train, k) != v and k not in EXECUTION_FIELDS)
+    if changed:
         raise CheckpointError(f"{directory}: the checkpoint is of another recipe "
                               f"(differs in {', '.join(changed)})")
 

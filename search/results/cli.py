@@ -6,6 +6,7 @@ import argparse
 from typing import TextIO
 
 from search.args import int_at_least, store_arguments, study_from_store, study_name
+from trainers.rundir import CHECKPOINT_EVERY, CHECKPOINT_MINUTES
 
 
 def add_result_commands(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +14,7 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
     promote = sub.add_parser(
         "promote", help="train a trial in full (the study's [final] recipe, 200 epochs)",
         description="Rebuild trial TRIAL's architecture and recipe from the store, apply the "
-        "study file's [final] recipe and train it with a checkpoint every epoch into "
+        "study file's [final] recipe and train it, with checkpoints, into "
         "runs/STUDY/trial-TRIAL/ (config.json, checkpoint.pt, model.pt, metrics.csv, "
         "curves.png, confusion.png, summary.json). The same command after a crash resumes; "
         "the test accuracy is written back to the trial as promoted_test_acc.",
@@ -32,6 +33,16 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
     promote.add_argument("--restart", action="store_true",
                          help="discard the run folder's checkpoint and train from scratch")
     promote.add_argument("--out", metavar="DIR", help="run folder (default: runs/STUDY/trial-N)")
+    promote.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                         help="torch.compile the training step (default: on with CUDA; "
+                         "the first epoch then includes about a minute of compiling)")
+    promote.add_argument("--checkpoint-every", type=int_at_least(1), default=CHECKPOINT_EVERY,
+                         metavar="N", help="checkpoint at least every N epochs "
+                         "(default: %(default)s)")
+    promote.add_argument("--checkpoint-minutes", type=minutes, default=CHECKPOINT_MINUTES,
+                         metavar="M", help="... and after an epoch ending M minutes or more "
+                         "after the last checkpoint (default: %(default)s), so a crash loses "
+                         "at most about M minutes plus an epoch")
     promote.add_argument("--fold", type=fold_text, metavar="k/K",
                          help="train on the training images minus fold k of K (stratified, "
                          "fixed), validate on fold k; K runs form a fold ensemble")
@@ -85,6 +96,17 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
     report.set_defaults(func=cmd_report)
 
 
+def minutes(text: str) -> float:
+    """``--checkpoint-minutes``: a number of minutes in (0, 1440]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of minutes, got {text!r}") from None
+    if not 0.0 < value <= 1440.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1440] minutes, got {text}")
+    return value
+
+
 def fold_text(text: str) -> str:
     """``--fold k/K``, checked (argparse turns the ValueError into a usage error)."""
     from trainers.config import parse_fold
@@ -118,7 +140,8 @@ def cmd_promote(args: argparse.Namespace, out: TextIO) -> int:
         epochs=args.epochs, data=args.data, device=args.device, ray_address=args.ray_address,
         restart=args.restart, out=args.out, teachers=tuple(args.teacher),
         teacher_weights=args.teacher_weights, teacher_cache=args.teacher_cache, fold=args.fold,
-        kd_alpha=args.kd_alpha, kd_temperature=args.kd_temperature,
+        kd_alpha=args.kd_alpha, kd_temperature=args.kd_temperature, compile=args.compile,
+        checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
     ), out)
 
 

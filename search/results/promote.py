@@ -35,6 +35,7 @@ from search.results.ensemble import teacher_scores, teachers_for_run, validation
 from search.results.trial_configs import PromoteError, final_recipe, find_trial, trial_configs
 from search.storage import RUNS_DIR, mask_url
 from trainers import rundir
+from trainers.rundir import CHECKPOINT_EVERY, CHECKPOINT_MINUTES
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class PromoteOptions:
     fold: str | None = None  # "k/K": train without fold k of K, validate on it
     kd_alpha: float | None = None  # default: the [final] recipe's
     kd_temperature: float | None = None
+    compile: bool | None = None  # torch.compile the training step; None: on CUDA only
+    checkpoint_every: int = CHECKPOINT_EVERY  # epochs between checkpoints, at most
+    checkpoint_minutes: float = CHECKPOINT_MINUTES  # minutes between checkpoints, at most
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,9 @@ class PromoteJob:
     teachers: tuple[str, ...] = ()
     teacher_weights: str | None = None
     teacher_cache: bool = False
+    compile: bool | None = None
+    checkpoint_every: int = CHECKPOINT_EVERY
+    checkpoint_minutes: float = CHECKPOINT_MINUTES
 
 
 def promote(opts: PromoteOptions, out: TextIO = sys.stdout) -> int:
@@ -119,7 +126,9 @@ def promote(opts: PromoteOptions, out: TextIO = sys.stdout) -> int:
                      run_dir=str(run_dir.resolve()), device=opts.device, study=name,
                      trial=trial.number, storage=mask_url(url), tty=out.isatty(),
                      budget=spec.budget, teachers=tuple(opts.teachers),
-                     teacher_weights=opts.teacher_weights, teacher_cache=opts.teacher_cache)
+                     teacher_weights=opts.teacher_weights, teacher_cache=opts.teacher_cache,
+                     compile=opts.compile, checkpoint_every=opts.checkpoint_every,
+                     checkpoint_minutes=opts.checkpoint_minutes)
     try:
         # One promote per run folder: a second one would train beside it and both
         # would overwrite each other's checkpoints and outputs.
@@ -196,6 +205,8 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
         raise PromoteError(f"{err}; pass --restart to discard it and train from scratch") \
             from None
     rows: list[dict[str, float]] = list(previous["history"]) if previous else []
+    if previous is not None:  # the epochs a crash lost after the checkpoint: trained again
+        rundir.write_metrics(run_dir, rows)
     if previous is not None and previous["epoch"] >= cfg.epochs:
         print(f"note     the checkpoint is of the last epoch ({cfg.epochs}): nothing left to "
               "train, only the outputs are written again (--restart trains anew)", file=out)
@@ -233,8 +244,11 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
         # Deterministic kernels on the CPU make a resumed run end exactly as an
         # uninterrupted one; CUDA's would cost speed, so there it is only close.
         result = fit(arch, cfg, data, device=device, report=report,
-                     checkpoint_dir=run_dir, deterministic=device.type == "cpu", log=say,
-                     on_step=progress.step, teacher=teacher)
+                     checkpoint_dir=run_dir, checkpoint_every=job.checkpoint_every,
+                     checkpoint_seconds=60.0 * job.checkpoint_minutes,
+                     deterministic=device.type == "cpu", log=say, on_step=progress.step,
+                     teacher=teacher,
+                     compile=device.type == "cuda" if job.compile is None else job.compile)
     except (CheckpointError, TeacherCacheError) as err:
         raise PromoteError(f"{err}; pass --restart to discard it and train from scratch") \
             from None

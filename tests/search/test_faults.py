@@ -305,7 +305,8 @@ def test_killed_promote_resumes_and_a_truncated_checkpoint_falls_back(tmp_path: 
 
     def promote(out: Path) -> list[str]:
         return [str(SEARCH), "promote", "0", "--study", str(study), "--storage", url,
-                "--data", str(SHARED_ARCHIVE), "--device", "cpu", "--out", str(out)]
+                "--data", str(SHARED_ARCHIVE), "--device", "cpu", "--checkpoint-every", "1",
+                "--out", str(out)]
 
     def saved_epoch(run: Path) -> int:
         """The epoch of ``run``'s latest checkpoint; 0 while there is none."""

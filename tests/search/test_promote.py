@@ -68,6 +68,7 @@ class Searched:
                 "--data", str(SHARED_ARCHIVE), "--device", "cpu", *extra]
 
 
+EACH_EPOCH = ("--epochs", "3", "--checkpoint-every", "1")  # 3 epochs, a checkpoint after each
 SMOKE_FINAL = "[final]\nepochs = 2\ntrain_subset = 3000"  # the smoke study's own [final]
 
 
@@ -247,13 +248,13 @@ def test_interrupted_promote_resumes_to_the_same_metrics(
     threads = torch.get_num_threads()
     torch.set_num_threads(fresh)
     try:
-        assert main(searched.argv(0, "--epochs", "3", "--out", str(straight))) == 0
+        assert main(searched.argv(0, *EACH_EPOCH, "--out", str(straight))) == 0
     finally:
         torch.set_num_threads(threads)
     assert behind[:3] == [(1, 1), (2, 2), (3, 3)], behind
     monkeypatch.undo()
 
-    proc = subprocess.Popen([str(SEARCH), *searched.argv(0, "--epochs", "3", "--out",
+    proc = subprocess.Popen([str(SEARCH), *searched.argv(0, *EACH_EPOCH, "--out",
                                                          str(broken))],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
@@ -262,7 +263,7 @@ def test_interrupted_promote_resumes_to_the_same_metrics(
         time.sleep(0.02)
     # A second promote into the folder (this process) is refused, naming the one training.
     capsys.readouterr()
-    one_line_error(main(searched.argv(0, "--epochs", "3", "--out", str(broken))), capsys,
+    one_line_error(main(searched.argv(0, *EACH_EPOCH, "--out", str(broken))), capsys,
                    f"{broken}: in use by promote of trial 0 (pid {proc.pid} on ")
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
@@ -270,7 +271,7 @@ def test_interrupted_promote_resumes_to_the_same_metrics(
     assert "interrupted: the last checkpoint" in output
     assert "Traceback" not in output
 
-    again = subprocess.run([str(SEARCH), *searched.argv(0, "--epochs", "3", "--out",
+    again = subprocess.run([str(SEARCH), *searched.argv(0, *EACH_EPOCH, "--out",
                                                         str(broken))],
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
