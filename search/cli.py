@@ -10,7 +10,8 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
 from search.args import (
     EXIT_USAGE,
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--warm-start", type=warm_start, metavar="STUDY[:K]",
                      help="queue the best K (default 5) trials of another study in the same "
                      "store first, where they fit this space and budget")
+    run.add_argument("--tensorboard", metavar="DIR",
+                     help="write TensorBoard event files per trial to DIR/STUDY/trial-N "
+                     "(per-epoch scalars, hyperparameters; needs the tensorboard extra)")
     run.add_argument("--trainer", default=None, help=argparse.SUPPRESS)  # benchmarks, tests
     run.set_defaults(func=cmd_run)
 
@@ -95,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="study whose default store to open when no URL is given")
     dash.add_argument("--study-name", type=study_name,
                       help="name in the store (default: the study file's, else --study)")
+    dash.add_argument("--artifacts", metavar="DIR_OR_URL",
+                      help="artifact store whose files the trial pages list (default: the "
+                      "one the study recorded, else artifacts/ beside an SQLite store)")
     dash.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     dash.add_argument("--port", type=int_in(1, 65535), default=8080)
     dash.set_defaults(func=cmd_dashboard)
@@ -153,6 +160,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         trainer = load_trainer(args.trainer) if args.trainer else None
     except ValueError as err:
         raise UsageError(f"--trainer: {err}") from None
+    if args.tensorboard:
+        tensorboard_ready(args.tensorboard)
     return run_search(RunOptions(
         study=args.study, storage=args.storage, study_name=args.study_name,
         n_trials=args.n_trials, timeout=args.timeout, workers=args.workers,
@@ -160,7 +169,21 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         ray_address=args.ray_address, data=args.data, device=args.device, seed=args.seed,
         baselines=not args.no_baselines, trainer=trainer,
         allow_space_change=args.allow_space_change, warm_start=args.warm_start,
+        tensorboard=args.tensorboard,
     ), out)
+
+
+def tensorboard_ready(folder: str) -> None:
+    """``--tensorboard DIR``: the package is there and DIR can be a folder (exit 2 else)."""
+    from search.tensorboard import TensorBoardMissing, check_available
+
+    try:
+        check_available()
+    except TensorBoardMissing as err:
+        raise UsageError(str(err)) from None
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--tensorboard {folder}: exists and is not a folder")
 
 
 def cmd_trials(args: argparse.Namespace, out: TextIO) -> int:
@@ -205,12 +228,38 @@ def cmd_dashboard(args: argparse.Namespace, out: TextIO) -> int:
         print(f"search: warning: the dashboard on {args.host} is open to every network this "
               "machine is on, with no login", file=sys.stderr)
     storage = open_storage(url, heartbeat=False)
-    print(f"dashboard for {mask_url(url)} at http://{args.host}:{args.port}/", file=out,
-          flush=True)
+    artifacts = dashboard_artifacts(storage, url, store_study_name(args), args.artifacts)
+    print(f"dashboard for {mask_url(url)} at http://{args.host}:{args.port}/ (artifacts: "
+          f"{artifacts[0]})", file=out, flush=True)
     from optuna_dashboard import run_server
 
-    run_server(storage, host=args.host, port=args.port)
+    run_server(storage, host=args.host, port=args.port, artifact_store=artifacts[1])
     return 0
+
+
+def dashboard_artifacts(storage: Any, url: str, name: str,
+                        given: str | None) -> tuple[str, Any]:
+    """The artifact store the dashboard serves: ``given``, else the study's recorded
+    one, else the default beside the store; (location, store)."""
+    from search.dashboard import (
+        ARTIFACT_STORE,
+        ArtifactStoreError,
+        default_location,
+        open_artifact_store,
+    )
+
+    location = given
+    if location is None:
+        try:
+            study_id = storage.get_study_id_from_name(name)
+            location = storage.get_study_system_attrs(study_id).get(ARTIFACT_STORE)
+        except KeyError:  # no such study (yet): the default place
+            location = None
+    location = location or default_location(url, name)
+    try:
+        return location, open_artifact_store(location)
+    except ArtifactStoreError as err:
+        raise UsageError(f"--artifacts: {err}") from None
 
 
 def check_listen(host: str, port: int) -> None:

@@ -99,9 +99,9 @@ def candidate_attrs(candidate: Any, *, device: str, host: str, worker: int, pid:
                     data_source: str) -> dict[str, Any]:
     """What a trial records about itself once its candidate fits the budget."""
     return {
-        N_PARAMS: candidate.n_params, FLOPS: candidate.flops, ARCH: candidate.arch.to_json(),
+        N_PARAMS: candidate.n_params, FLOPS: candidate.flops,
         **({COSTS: dict(candidate.costs)} if getattr(candidate, "costs", None) else {}),
-        ARCH_SUMMARY: candidate.arch.describe(), TRAIN: candidate.train.to_json(),
+        ARCH_SUMMARY: candidate.arch.describe(),
         DEVICE: device, HOST: host, WORKER: worker, PID: pid, DATA_SOURCE: data_source,
     }
 
@@ -130,6 +130,22 @@ def write_constraints(trial: Any, budgets: Iterable[Any], costs: Mapping[str, fl
 def write_attrs(trial: Any, attrs: Mapping[str, Any]) -> None:
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
+
+
+def write_configs(trial: Any, candidate: Any) -> None:
+    """The trained architecture and recipe as JSON, in the trial's system attributes:
+    promote and warm starts read them, and the dashboard, which shows user attributes
+    as one line each, does not stretch a trial's page with them (its note has the
+    architecture as a table)."""
+    for key, value in ((ARCH, candidate.arch.to_json()), (TRAIN, candidate.train.to_json())):
+        trial.storage.set_trial_system_attr(trial._trial_id, key, value)
+
+
+def stored_config(trial: FrozenTrial, key: str) -> str | None:
+    """`ARCH` or `TRAIN` as recorded: in the system attributes, or in the user attributes
+    where stores of releases before 0.2 keep them."""
+    value = trial.system_attrs.get(key, trial.user_attrs.get(key))
+    return value if isinstance(value, str) else None
 
 
 def report_epoch(trial: Any, epoch: int, metrics: Mapping[str, float],

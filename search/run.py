@@ -53,6 +53,7 @@ class RunOptions:
     log_dir: str | None = None  # tracebacks of bugs; default runs/<study>/logs
     allow_space_change: bool = False  # run although the study began with another space
     warm_start: tuple[str, int] | None = None  # (study in the same store, its top K) to queue
+    tensorboard: str | None = None  # event files per trial under <this>/<study>/trial-N
 
 
 class Terminated(KeyboardInterrupt):
@@ -96,6 +97,12 @@ def check_fits(spec: StudySpec) -> None:
         raise SpecError(f"{spec.source}: study.budget: no architecture of the space fits in "
                         f"{spec.budget:,} parameters; the smallest, {arch.describe()}, has "
                         f"{int(n_params):,}: raise the budget or allow smaller networks")
+
+
+def describe_study(study: optuna.Study, spec: StudySpec, data_source: str) -> None:
+    from search.dashboard import describe_study as describe
+
+    describe(study, spec, data_source)
 
 
 def check_space(study: optuna.Study, spec: StudySpec, allow_change: bool, out: TextIO) -> None:
@@ -170,7 +177,7 @@ def enqueue_warm_start(study: optuna.Study, spec: object, storage: Any, other: s
             arch = spec.sample_arch(fixed)
             spec.arch_params(arch)  # inside this space, not only buildable from it
             spec.sample_train(fixed)
-            trained = trial.user_attrs.get(record.ARCH)  # what the trial really trained
+            trained = record.stored_config(trial, record.ARCH)  # what the trial trained
             same = trained is None or ArchConfig.from_dict(json.loads(trained)) == arch
         except (ValueError, ConfigError):
             same = False
@@ -244,6 +251,7 @@ def _run_search(opts: RunOptions, out: TextIO) -> int:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names([o.metric for o in record.objectives(spec.objectives)])
         check_space(study, spec, opts.allow_space_change, out)
+        describe_study(study, spec, data.source)
         if not study.trials and opts.baselines:
             enqueue_baselines(study, spec, out)
         if opts.warm_start is not None:
@@ -268,7 +276,9 @@ def _run_search(opts: RunOptions, out: TextIO) -> int:
                                     seed=opts.seed, worker=i, timeout=opts.timeout,
                                     trainer=opts.trainer, cpu_threads=place.cpu_threads,
                                     gpus=place.gpus_per_worker, cpus=place.cpus_per_worker,
-                                    log_dir=str(log_dir.resolve()))
+                                    log_dir=str(log_dir.resolve()),
+                                    tensorboard=str(Path(opts.tensorboard).resolve())
+                                    if opts.tensorboard else None)
                        for i in range(place.workers)]
             print(f"trials   {done} of {opts.n_trials} finished already; {place.describe()}",
                   file=out, flush=True)

@@ -70,6 +70,7 @@ class WorkerConfig:
     cpus: float = 1.0  # CPU share the worker holds (Ray)
     log_dir: str | None = None  # where tracebacks of bugs go (worker-<i>.log); None: stderr only
     stop_with_parent: bool = False  # a local subprocess: stop when the driver dies
+    tensorboard: str | None = None  # event files per trial under <this>/<study>/trial-N
 
 
 class TrialFailure(Exception):
@@ -151,22 +152,58 @@ class Objective:
             candidate, device=torch.cuda.get_device_name() if device == "cuda" else device,
             host=self.host, worker=self.cfg.worker, pid=os.getpid(),
             data_source=self.data.source))
+        record.write_configs(trial, candidate)
 
         multi = self.spec.multi_objective
+        board = None
+        if self.cfg.tensorboard:
+            from search.tensorboard import Board
+
+            board = Board(self.cfg.tensorboard, self.cfg.study_name, f"trial-{trial.number}")
+        history: list[dict[str, float]] = []
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
+            history.append(metrics)
+            if board is not None:
+                board.epoch(epoch, metrics)
             # Optuna cannot prune a multi-objective trial: it trains to the end.
             record.report_epoch(trial, epoch, metrics, multi=multi)
             return False if multi else trial.should_prune()
 
-        result = self.trainer(candidate.arch, candidate.train, self.data, device=device,
-                              report=report, log=lambda _: None)
+        outcome = "failed"
+        try:
+            result = self.trainer(candidate.arch, candidate.train, self.data, device=device,
+                                  report=report, log=lambda _: None)
+            outcome = (f"pruned after epoch {result.epochs}" if result.stopped else
+                       f"{record.OBJECTIVE.metric} {result.val_acc:.4f} after "
+                       f"{result.epochs} epochs")
+        finally:
+            self.note(trial, candidate, history, outcome)
+            if board is not None:
+                from search.tensorboard import trial_hparams
+
+                last = history[-1] if history else {}
+                board.close(trial_hparams(trial.params, candidate.n_params),
+                            {"val_acc": last.get("val_acc"), "epochs": float(len(history)),
+                             "best_val_acc": max((h["val_acc"] for h in history),
+                                                 default=None)})
         if result.stopped:
             raise optuna.TrialPruned(f"pruned after epoch {result.epochs}")
         if multi:
             return record.objective_values(float(result.val_acc), candidate,
                                            self.spec.objectives)
         return float(result.val_acc)
+
+    def note(self, trial: optuna.Trial, candidate: Any, history: list[dict[str, float]],
+             outcome: str) -> None:
+        """The trial's note in optuna-dashboard; a store that refuses it only warns."""
+        from search.dashboard import save_trial_note, trial_note
+
+        try:
+            save_trial_note(trial, trial_note(trial.number, candidate, self.spec.budget,
+                                              history, outcome))
+        except STORE_ERRORS as err:
+            log(self.cfg, f"trial {trial.number}: its note was not saved: {err}")
 
     def log_bug(self, number: int, err: BaseException) -> str:
         """Append the traceback to the worker's log file (Optuna prints it on stderr too);

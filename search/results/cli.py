@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TextIO
 
 from search.args import int_at_least, store_arguments, study_from_store, study_name
@@ -43,6 +44,13 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
                          metavar="M", help="... and after an epoch ending M minutes or more "
                          "after the last checkpoint (default: %(default)s), so a crash loses "
                          "at most about M minutes plus an epoch")
+    promote.add_argument("--artifacts", metavar="DIR_OR_URL",
+                         help="Optuna artifact store for the run's files (a folder, s3://BUCKET "
+                         "or gs://BUCKET; default: the study's, else artifacts/ beside an "
+                         "SQLite store or runs/STUDY/artifacts)")
+    promote.add_argument("--tensorboard", metavar="DIR",
+                         help="write TensorBoard event files to DIR/STUDY/final-RUN "
+                         "(per-epoch scalars, hyperparameters and the test accuracy)")
     promote.add_argument("--fold", type=fold_text, metavar="k/K",
                          help="train on the training images minus fold k of K (stratified, "
                          "fixed), validate on fold k; K runs form a fold ensemble")
@@ -83,6 +91,14 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
                          help="course-format pickle or image folder")
     predict.add_argument("--out", default="submission.csv", metavar="CSV",
                          help="output CSV (default: %(default)s)")
+    predict.add_argument("--attach", action="store_true",
+                         help="also attach the CSV to the run's trial in its study's artifact "
+                         "store (the dashboard lists it on the trial); one run only")
+    predict.add_argument("--storage", metavar="URL",
+                         help="--attach: the study's store, where the run's config.json has "
+                         "it with the password masked")
+    predict.add_argument("--artifacts", metavar="DIR_OR_URL",
+                         help="--attach: the artifact store (default: the study's)")
 
     report = sub.add_parser(
         "report", help="Pareto plot and a table of the top trials",
@@ -133,8 +149,11 @@ def _model_command(sub: argparse._SubParsersAction, name: str, func: object, tex
 
 
 def cmd_promote(args: argparse.Namespace, out: TextIO) -> int:
+    from search.cli import tensorboard_ready
     from search.results.promote import PromoteOptions, promote
 
+    if args.tensorboard:
+        tensorboard_ready(args.tensorboard)
     return promote(PromoteOptions(
         trial=args.trial, study=args.study, storage=args.storage, study_name=args.study_name,
         epochs=args.epochs, data=args.data, device=args.device, ray_address=args.ray_address,
@@ -142,6 +161,7 @@ def cmd_promote(args: argparse.Namespace, out: TextIO) -> int:
         teacher_weights=args.teacher_weights, teacher_cache=args.teacher_cache, fold=args.fold,
         kd_alpha=args.kd_alpha, kd_temperature=args.kd_temperature, compile=args.compile,
         checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
+        tensorboard=args.tensorboard, artifacts=args.artifacts,
     ), out)
 
 
@@ -154,15 +174,35 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
+    from search.args import UsageError
     from search.results.evaluate import predict_file
 
+    if args.attach and len(args.model) != 1:
+        raise UsageError("--attach: one run only (an ensemble's CSV belongs to no one trial)")
+    if args.attach:
+        from search.dashboard import run_trial
+
+        try:
+            url, study, number = run_trial(args.model[0], args.storage)
+        except ValueError as err:
+            raise UsageError(f"--attach: {err}") from None
     predict_file(args.model, args.input, args.out, args.device, out, weights=args.weights)
+    if args.attach:
+        from search.dashboard import ArtifactStoreError, upload_to_finished_trial
+        from search.storage import StorageError
+
+        try:
+            location, _ = upload_to_finished_trial(url, study, number, [Path(args.out)],
+                                                   args.artifacts)
+        except (ArtifactStoreError, StorageError, OSError, KeyError) as err:
+            raise UsageError(f"--attach: {args.out} was written but not attached: {err}") \
+                from None
+        print(f"attached {Path(args.out).name} to trial {number} of study {study} "
+              f"(artifact store {location})", file=out)
     return 0
 
 
 def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
-    from pathlib import Path
-
     from search.results.report import write_report
     from search.storage import RUNS_DIR
 

@@ -59,6 +59,8 @@ class PromoteOptions:
     compile: bool | None = None  # torch.compile the training step; None: on CUDA only
     checkpoint_every: int = CHECKPOINT_EVERY  # epochs between checkpoints, at most
     checkpoint_minutes: float = CHECKPOINT_MINUTES  # minutes between checkpoints, at most
+    tensorboard: str | None = None  # event files under <this>/<study>/final-<run folder>
+    artifacts: str | None = None  # artifact store (folder or URL); default: the study's
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class PromoteJob:
     compile: bool | None = None
     checkpoint_every: int = CHECKPOINT_EVERY
     checkpoint_minutes: float = CHECKPOINT_MINUTES
+    tensorboard: str | None = None
 
 
 def promote(opts: PromoteOptions, out: TextIO = sys.stdout) -> int:
@@ -97,6 +100,13 @@ def promote(opts: PromoteOptions, out: TextIO = sys.stdout) -> int:
     arch, train, notes = trial_configs(spec, trial)
     final = final_recipe(spec, train, opts.epochs, fold=opts.fold, kd_alpha=opts.kd_alpha,
                          kd_temperature=opts.kd_temperature)
+    if opts.artifacts:  # a store that cannot work is refused before hours of training
+        from search.dashboard import ArtifactStoreError, open_artifact_store
+
+        try:
+            open_artifact_store(opts.artifacts)
+        except ArtifactStoreError as err:
+            raise PromoteError(f"--artifacts: {err}") from None
     if opts.teacher_cache and not opts.teachers:
         raise PromoteError("--teacher-cache: there is no --teacher to cache")
     if opts.teacher_cache and (final.mixup or final.cutmix or final.ricap):
@@ -128,7 +138,9 @@ def promote(opts: PromoteOptions, out: TextIO = sys.stdout) -> int:
                      budget=spec.budget, teachers=tuple(opts.teachers),
                      teacher_weights=opts.teacher_weights, teacher_cache=opts.teacher_cache,
                      compile=opts.compile, checkpoint_every=opts.checkpoint_every,
-                     checkpoint_minutes=opts.checkpoint_minutes)
+                     checkpoint_minutes=opts.checkpoint_minutes,
+                     tensorboard=str(Path(opts.tensorboard).resolve())
+                     if opts.tensorboard else None)
     try:
         # One promote per run folder: a second one would train beside it and both
         # would overwrite each other's checkpoints and outputs.
@@ -151,8 +163,27 @@ def promote(opts: PromoteOptions, out: TextIO = sys.stdout) -> int:
     print(f"test     accuracy {100 * summary['test_acc']:.2f}% on "
           f"{summary['test_images']:,} test images; written to the trial as "
           f"{record.PROMOTED_TEST_ACC}", file=out)
+    attach_run_files(url, name, trial.number, run_dir, opts.artifacts, out)
     print(f"done     {run_dir}/: {', '.join(rundir.OUTPUTS)}", file=out)
     return 0
+
+
+def attach_run_files(url: str, name: str, number: int, run_dir: Path, given: str | None,
+                     out: TextIO) -> None:
+    """The run's curves, confusion matrix, summary and metrics into the study's artifact
+    store, listed on the trial (the dashboard shows them); a failure only warns, since
+    the run itself is done and on disk."""
+    from search.dashboard import RUN_FILES, ArtifactStoreError, upload_to_finished_trial
+
+    paths = [run_dir / f for f in RUN_FILES if (run_dir / f).is_file()]
+    try:
+        location, metas = upload_to_finished_trial(url, name, number, paths, given)
+    except (ArtifactStoreError, OSError) as err:
+        print(f"search: warning: the run's files were not attached to trial {number}: {err}",
+              file=sys.stderr)
+        return
+    print(f"attached {', '.join(m['filename'] for m in metas)} to trial {number} "
+          f"(artifact store {location})", file=out)
 
 
 def os_error(err: BaseException) -> OSError | None:
@@ -227,9 +258,16 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
                                                                     strict=True)],
     })
     progress = EpochProgress(cfg.epochs, out, tty=job.tty)
+    board = None
+    if job.tensorboard:
+        from search.tensorboard import Board
+
+        board = Board(job.tensorboard, job.study, f"final-{run_dir.name}")
 
     def report(epoch: int, metrics: dict[str, float]) -> bool:
         progress.epoch(metrics)
+        if board is not None:
+            board.epoch(epoch, metrics)
         rows[:] = [row for row in rows if row["epoch"] < epoch] + [metrics]
         rundir.write_metrics(run_dir, rows)
         return False
@@ -289,6 +327,13 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
                                    "cached": job.teacher_cache}
         summary.update(teacher_scores(teachers, weights, data.test_images, data.test_labels))
     rundir.write_summary(run_dir, summary)
+    if board is not None:
+        from search.tensorboard import flat
+
+        board.close({**flat(arch.to_dict(), "arch."), **flat(cfg.to_dict(), "train."),
+                     "n_params": result.n_params},
+                    {"test_acc": classes.accuracy, "val_acc": _number(result.val_acc),
+                     "epochs": float(result.epochs)})
     return summary
 
 

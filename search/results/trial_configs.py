@@ -47,7 +47,7 @@ def trial_configs(spec: Any, trial: optuna.trial.FrozenTrial) -> tuple[Any, Any,
     stored: dict[str, Any] = {}
     for key, cls in ((record.ARCH, ArchConfig), (record.TRAIN, TrainConfig)):
         try:
-            raw = trial.user_attrs.get(key)
+            raw = record.stored_config(trial, key)
             stored[key] = cls.from_dict(json.loads(raw)) if isinstance(raw, str) else None
         except (ConfigError, ValueError):  # an older or hand-edited record: rebuild instead
             stored[key] = None

@@ -1,4 +1,5 @@
-"""`search promote`, `evaluate`, `predict`: a real smoke search, then its trials in full."""
+"""`search promote`, `evaluate`, `predict`: a real smoke search, then its trials in full
+(the search and trial 1's promoted run are session fixtures in ``conftest.py``)."""
 
 from __future__ import annotations
 
@@ -13,116 +14,26 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
 import torch
-from optuna.distributions import IntDistribution
-from optuna.trial import TrialState, create_trial
+from optuna.trial import TrialState
 from PIL import Image
 
 from models import ArchConfig, build_model
 from search.cli import main
-from search.run import RunOptions, run_search
 from tests.conftest import SHARED_ARCHIVE
-from tests.search.test_service import smoke_file
-from trainers import CifarData, load_cifar10, rundir
+from tests.search.smoke import EACH_EPOCH, SECRET, Searched
+from trainers import CifarData, rundir
 from trainers.inference import predict_logits
 from trainers.rundir import METRIC_COLUMNS, OUTPUTS
 
 pytestmark = pytest.mark.usefixtures("shared_archive")  # skips, or fails in CI, without it
 SEARCH = Path(sys.executable).parent / "search"
 PRUNED_TRIAL = 2  # added by hand after the search
-# A pinned, sane full recipe: the smoke search's own trials (600 images, 1-2 epochs) learn
-# nothing, and a network that answers one class for every image cannot tell swapped ids,
-# wrong weights or a wrong test-time augmentation from right ones. Test-time flips on, so
-# that a prediction made without them differs.
-FINAL = """[final]
-epochs = 2
-train_subset = 2000
-optimizer = "sgd"
-lr = 0.1
-batch_size = 64
-schedule = "onecycle"
-label_smoothing = 0.0
-cutout = 0
-tta_flip = true"""
-SECRET = "s3cr3t-pw"  # in the promoted run's store URL, which must never be shown
-
-
-@dataclass(frozen=True)
-class Searched:
-    """A finished smoke search in an SQLite file: trials 0 (baseline) and 1 are COMPLETE."""
-
-    study: Path
-    url: str
-    name: str
-    root: Path
-
-    def argv(self, trial: int, *extra: str, url: str | None = None) -> list[str]:
-        return ["promote", str(trial), "--study", str(self.study), "--storage", url or self.url,
-                "--study-name", self.name,
-                "--data", str(SHARED_ARCHIVE), "--device", "cpu", *extra]
-
-
-EACH_EPOCH = ("--epochs", "3", "--checkpoint-every", "1")  # 3 epochs, a checkpoint after each
-SMOKE_FINAL = "[final]\nepochs = 2\ntrain_subset = 3000"  # the smoke study's own [final]
-
-
-def smoke_search(root: Path, name: str, final: str, n_trials: int = 1) -> Searched:
-    """A finished smoke search (workers=1, seed 0, baselines first) in an SQLite file under
-    ``root``, its study file's [final] table replaced by ``final``."""
-    study = smoke_file(root, **{SMOKE_FINAL: final})
-    url = f"sqlite:///{root / 'study.db'}"
-    code = run_search(RunOptions(study=str(study), storage=url, study_name=name,
-                                 n_trials=n_trials, workers=1, executor="local",
-                                 data=str(SHARED_ARCHIVE), device="cpu", seed=0), io.StringIO())
-    assert code == 0
-    return Searched(study, url, name, root)
-
-
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory: pytest.TempPathFactory) -> Searched:
-    root = tmp_path_factory.mktemp("promote")
-    # Search on 600 images; the [final] recipe trains on 2,000 for 2 epochs.
-    study = smoke_file(root, **{"[final]\nepochs = 2\ntrain_subset = 3000": FINAL})
-    url = f"sqlite:///{root / 'study.db'}"
-    code = run_search(RunOptions(study=str(study), storage=url, study_name="promo", n_trials=2,
-                                 workers=1, executor="local", data=str(SHARED_ARCHIVE),
-                                 device="cpu", seed=0), io.StringIO())
-    assert code == 0
-    store = optuna.load_study(study_name="promo", storage=url)
-    assert [t.state for t in store.trials] == [TrialState.COMPLETE] * 2
-    store.add_trial(create_trial(
-        state=TrialState.PRUNED, params={"stages": 3}, distributions={
-            "stages": IntDistribution(2, 3)}, user_attrs={"rejected_reason": "41,000 > 40,000"}))
-    return Searched(study, url, "promo", root)
-
-
-@pytest.fixture(scope="module")
-def data() -> CifarData:
-    return load_cifar10(SHARED_ARCHIVE)
-
-
-@pytest.fixture(scope="module")
-def promote_output(searched: Searched) -> tuple[Path, str]:
-    """Trial 1 promoted with the study's [final] recipe (2 epochs), through a store URL
-    that carries a password in its query string; the run folder and what it printed."""
-    out = searched.root / "trial-1"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = main(searched.argv(1, "--out", str(out),
-                                  url=f"{searched.url}?password={SECRET}"))
-    assert code == 0, printed.getvalue()
-    return out, printed.getvalue()
-
-
-@pytest.fixture(scope="module")
-def promoted(promote_output: tuple[Path, str]) -> Path:
-    return promote_output[0]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ from search import record
 from search.cli import main
 from search.results.promote import validation_note
 from space import SpecError, load_spec
-from tests.search.test_promote import SMOKE_FINAL, Searched, one_line_error, smoke_search
+from tests.search.smoke import SMOKE_FINAL, Searched, smoke_search
+from tests.search.test_promote import one_line_error
 from tests.search.test_service import smoke_file
 from trainers import TrainConfig, rundir
 from trainers.rundir import OUTPUTS

@@ -18,14 +18,8 @@ import pytest
 
 from search.cli import main
 from tests.conftest import SHARED_ARCHIVE
-from tests.search.test_promote import (
-    FINAL,
-    Searched,
-    load_weights,
-    one_line_error,
-    run_tta,
-    smoke_search,
-)
+from tests.search.smoke import FINAL, Searched, smoke_search
+from tests.search.test_promote import load_weights, one_line_error, run_tta
 from trainers import CifarData
 from trainers.inference import predict_logits
 
