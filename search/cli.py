@@ -197,14 +197,16 @@ def cmd_trials(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_best(args: argparse.Namespace, out: TextIO) -> int:
-    from search import record
+    from search import api, record
 
     study = study_from_store(args)
     trials = study.get_trials(deepcopy=False)  # type: ignore[attr-defined]
     multi = len(study.directions) > 1  # type: ignore[attr-defined]
-    best = record.pareto_front(trials)[:args.top] if multi else record.best(trials, args.top)
-    if not best:
-        raise UsageError(f"study {args.study!r} has no complete trial yet")
+    try:
+        best = api.best(args.study, top=args.top, storage=args.storage,
+                        study_name=args.study_name)
+    except api.Error as err:
+        raise err.__cause__ or UsageError(str(err)) from None
     if multi:
         names = study.metric_names or [f"objective {i}" for i in range(  # type: ignore[attr-defined]
             len(study.directions))]  # type: ignore[attr-defined]

@@ -88,6 +88,12 @@ class PromoteJob:
 
 def promote(opts: PromoteOptions, out: TextIO = sys.stdout) -> int:
     """Train trial ``opts.trial`` with the full recipe; the exit code."""
+    promote_run(opts, out)
+    return 0
+
+
+def promote_run(opts: PromoteOptions, out: TextIO = sys.stdout) -> Path:
+    """Train trial ``opts.trial`` with the full recipe; its run folder."""
     from search.storage import load_study, resolve_storage_url, set_finished_trial_attrs
     from space import load_spec
     from trainers.locate import find_data
@@ -165,7 +171,7 @@ def promote(opts: PromoteOptions, out: TextIO = sys.stdout) -> int:
           f"{record.PROMOTED_TEST_ACC}", file=out)
     attach_run_files(url, name, trial.number, run_dir, opts.artifacts, out)
     print(f"done     {run_dir}/: {', '.join(rundir.OUTPUTS)}", file=out)
-    return 0
+    return run_dir
 
 
 def attach_run_files(url: str, name: str, number: int, run_dir: Path, given: str | None,

@@ -12,6 +12,7 @@ SEARCH_REQUIRE_BROWSER is set (CI), where that is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -34,7 +35,9 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState, create_trial
 
+from search.dashboard import trial_artifacts
 from tests.conftest import missing as gate
+from tests.search.smoke import Searched
 
 SEARCH = Path(sys.executable).parent / "search"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -104,19 +107,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def dashboard(tmp_path: Path) -> Iterator[tuple[str, list[tuple[int, str]]]]:
-    """A running `search dashboard` on a fresh store: (base URL, trials)."""
-    _need_browser()  # before starting anything
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    trials = _make_store(url)
+@contextlib.contextmanager
+def serving(url: str, log_path: Path, name: str) -> Iterator[str]:
+    """`search dashboard` on ``url`` while inside, once it lists study ``name``; its base
+    URL."""
     port = _free_port()
     # The server logs every request: to a file, never to a pipe nobody reads.
-    log_path = tmp_path / "dashboard.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [str(SEARCH), "dashboard", "--storage", url, "--host", "127.0.0.1",
-             "--port", str(port)],
+            [str(SEARCH), "dashboard", "--storage", url, "--study-name", name,
+             "--host", "127.0.0.1", "--port", str(port)],
             stdout=log, stderr=subprocess.STDOUT, text=True,
         )
     base = f"http://127.0.0.1:{port}"
@@ -132,8 +132,8 @@ def dashboard(tmp_path: Path) -> Iterator[tuple[str, list[tuple[int, str]]]]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail("the dashboard did not come up:\n" + log_path.read_text())
                 time.sleep(0.25)
-        assert names == [STUDY]
-        yield base, trials
+        assert names == [name]
+        yield base
     finally:
         proc.terminate()
         try:
@@ -141,6 +141,16 @@ def dashboard(tmp_path: Path) -> Iterator[tuple[str, list[tuple[int, str]]]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=30)
+
+
+@pytest.fixture
+def dashboard(tmp_path: Path) -> Iterator[tuple[str, list[tuple[int, str]]]]:
+    """A running `search dashboard` on a fresh store: (base URL, trials)."""
+    _need_browser()  # before starting anything
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    trials = _make_store(url)
+    with serving(url, tmp_path / "dashboard.log", STUDY) as base:
+        yield base, trials
 
 
 def _trial_list(page: Any) -> list[tuple[int, str]]:
@@ -230,4 +240,61 @@ def test_dashboard_shows_the_study_in_a_browser(
             print(f"screenshot: {shot}")
         finally:
             browser.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_dashboard_shows_a_real_searchs_objective_notes_and_artifacts(
+    searched: Searched, promoted: Path, tmp_path: Path,
+) -> None:
+    """On the store of a real smoke search whose trial 1 was promoted: the objective's
+    name, the study's attributes, trial 1's note (its architecture table) and the
+    promoted run's files, served by the dashboard from the artifact store."""
+    from playwright.sync_api import expect, sync_playwright
+
+    _need_browser()
+    shots = _artifact_dir(tmp_path)
+    errors: list[str] = []
+    with serving(searched.url, tmp_path / "dashboard.log", searched.name) as base, \
+            sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                    headless=True, timeout=60_000)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            expect.set_options(timeout=TIMEOUT_MS)
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.goto(f"{base}/dashboard")
+            page.locator("main").get_by_role(
+                "link", name=re.compile(rf"\b{searched.name}\b")).click()
+            expect(page).to_have_url(re.compile(r"/dashboard/studies/\d+$"))
+            study_url = page.url
+            main = page.locator("main")
+            # The objective is named, not "Objective 0"; the study's attributes are listed.
+            expect(main).to_contain_text("val_acc")
+            expect(main).not_to_contain_text("Objective 0")
+            for key in ("budget", "40000", "space_fingerprint", "data_source"):
+                expect(main).to_contain_text(key)
+            page.screenshot(path=str(shots / "dashboard-real-study.png"), full_page=True)
+
+            page.goto(f"{study_url}/trials")
+            page.locator("main li.MuiListItem-root").get_by_text(
+                "Trial 1", exact=True).click()
+            expect(page.get_by_role("heading", name=re.compile(r"^Trial 1 \("))).to_be_visible()
+            # The note, rendered: its heading and the architecture as a table.
+            expect(main).to_contain_text("Trial 1: val_acc")
+            expect(main.locator("table").filter(has_text="block type")).to_have_count(1)
+            # The promoted run's files, each listed, and served from the artifact store.
+            for name in ("curves.png", "confusion.png", "summary.json", "metrics.csv"):
+                expect(main).to_contain_text(name)
+            page.screenshot(path=str(shots / "dashboard-real-trial.png"), full_page=True)
+            print(f"screenshots: {shots}/dashboard-real-*.png")
+        finally:
+            browser.close()
+        study = optuna.load_study(study_name=searched.name, storage=searched.url)
+        trial = study.trials[1]
+        meta = next(m for m in trial_artifacts(trial) if m["filename"] == "summary.json")
+        artifact = (f"{base}/artifacts/{study._study_id}/{trial._trial_id}/"
+                    f"{meta['artifact_id']}")
+        with urllib.request.urlopen(artifact, timeout=10) as response:
+            assert response.read() == (promoted / "summary.json").read_bytes()
     assert not errors, f"JavaScript errors on the page: {errors}"
