@@ -1,10 +1,11 @@
 # Two commands on a fresh machine:
-#   make run    set up, then run the search on the built-in default study (SQLite store)
+#   make run    set up, then search (resnet-budget on a GPU, cpu-small on a CPU; SQLite store)
 #   make test   set up, then run the tests
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STUDY ?= resnet-budget
+# The real search on a GPU; on a machine without one, the study sized for a CPU.
+STUDY ?= $(shell $(BIN)/python -c "import torch; print('resnet-budget' if torch.cuda.is_available() else 'cpu-small')")
 DATA ?= ../shared/data/cifar10-jpeg.tar.gz
 ARGS ?=
 

@@ -34,6 +34,9 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report 128 + SIGINT
 EXIT_TERMINATED = 143  # SIGTERM, as shells report 128 + SIGTERM
 
 
+CPU_STUDY = "cpu-small"  # the built-in study sized for a CPU
+
+
 @dataclass(frozen=True)
 class RunOptions:
     study: str
@@ -97,6 +100,20 @@ def check_fits(spec: StudySpec) -> None:
         raise SpecError(f"{spec.source}: study.budget: no architecture of the space fits in "
                         f"{spec.budget:,} parameters; the smallest, {arch.describe()}, has "
                         f"{int(n_params):,}: raise the budget or allow smaller networks")
+
+
+def say_cpu_cost(spec: StudySpec, study: optuna.Study, n_train: int, out: TextIO) -> None:
+    """On a machine without a GPU (where the trials will train on its CPU): what one
+    trial costs, from a timed step of the first candidate."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    from search.estimate import trial_cost
+
+    cost = trial_cost(spec, study, n_train)
+    if cost is not None:
+        print(f"cost     {cost.describe(CPU_STUDY)}", file=out, flush=True)
 
 
 def describe_study(study: optuna.Study, spec: StudySpec, data_source: str) -> None:
@@ -263,6 +280,8 @@ def _run_search(opts: RunOptions, out: TextIO) -> int:
         print(f"trials   {done} of {opts.n_trials} finished already", file=out)
         return 0
     log_dir = Path(opts.log_dir) if opts.log_dir else RUNS_DIR / name / "logs"
+    if opts.trainer is None and opts.device != "cuda" and not opts.ray_address:
+        say_cpu_cost(spec, study, len(data.train_labels), out)
     view = LiveView(study, opts.n_trials, out)
     code = 0
     try:
