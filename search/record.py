@@ -339,8 +339,9 @@ COLUMNS = f"{'trial':>5} {'state':<8} {'epoch':>5} {'val_acc':>8} {'params':>7} 
 HEADER = COLUMNS + "architecture / reason"
 
 
-def describe(trial: FrozenTrial) -> str:
-    """One line per trial: number, state, epochs, accuracy, size, architecture or reason."""
+def cells(trial: FrozenTrial) -> tuple[str, str, str, str, str, str]:
+    """A trial's row: number, state, epochs (of the recipe's, while running), accuracy,
+    size, architecture or reason."""
     acc = value(trial)
     if acc is None:
         acc = last_epoch_value(trial)
@@ -352,5 +353,31 @@ def describe(trial: FrozenTrial) -> str:
     test = float_attr(trial, PROMOTED_TEST_ACC)
     if test is not None:  # `search promote` trained it in full
         tail = f"(promoted: test {100 * test:.2f}%) {tail}"
-    return (f"{trial.number:>5} {trial.state.name:<8} {len(trial.intermediate_values):>5} "
-            f"{acc_text:>8} {fmt_params(int_attr(trial, N_PARAMS)):>7}  {tail[:70]}")
+    epochs = str(epochs_done(trial))
+    if trial.state == TrialState.RUNNING and (total := trial_epochs(trial)) is not None:
+        epochs = f"{epochs}/{total}"
+    return (str(trial.number), trial.state.name, epochs, acc_text,
+            fmt_params(int_attr(trial, N_PARAMS)), tail)
+
+
+def describe(trial: FrozenTrial) -> str:
+    """One line per trial: number, state, epochs, accuracy, size, architecture or reason."""
+    number, state, epochs, acc, params, tail = cells(trial)
+    return f"{number:>5} {state:<8} {epochs:>5} {acc:>8} {params:>7}  {tail[:70]}"
+
+
+def epochs_done(trial: FrozenTrial) -> int:
+    """Epochs reported so far (a multi-objective trial keeps them in a user attribute)."""
+    seen = trial.user_attrs.get(EPOCH_VAL_ACC)
+    return len(trial.intermediate_values) or (len(seen) if isinstance(seen, list) else 0)
+
+
+def trial_epochs(trial: FrozenTrial) -> int | None:
+    """The epochs the trial's recipe trains, where it recorded its recipe."""
+    import json
+
+    raw = stored_config(trial, TRAIN)
+    try:
+        return int(json.loads(raw)["epochs"]) if raw else None
+    except (ValueError, KeyError, TypeError):
+        return None

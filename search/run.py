@@ -301,7 +301,11 @@ def _run_search(opts: RunOptions, out: TextIO) -> int:
                        for i in range(place.workers)]
             print(f"trials   {done} of {opts.n_trials} finished already; {place.describe()}",
                   file=out, flush=True)
-            executor.run_workers(configs, view.update)
+            view.workers = place.workers
+            try:
+                executor.run_workers(configs, view.update)
+            finally:
+                view.close()
     except KeyboardInterrupt:
         terminated = _SIGTERM.is_set()  # Terminated itself, or what it became
         stop = "terminated" if terminated else "interrupted"

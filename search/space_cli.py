@@ -208,15 +208,19 @@ def _options(options: dict[str, object]) -> str:
 
 
 class _Progress:
-    """A one-line progress counter on stderr, for terminals."""
+    """A `rich` progress bar of the proposals on stderr, for terminals."""
 
     def __init__(self, label: str) -> None:
-        self.label = label
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.bar = Progress(f"[bold]{label}", BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        self.task = self.bar.add_task(label, total=None)
+        self.bar.start()
 
     def __call__(self, done: int, total: int) -> None:
-        if done == total or done % 10 == 0:
-            sys.stderr.write(f"\r{self.label}: {done}/{total}")
-            sys.stderr.flush()
+        self.bar.update(self.task, completed=done, total=total)
 
     def close(self) -> None:
-        sys.stderr.write("\n")
+        self.bar.stop()

@@ -6,6 +6,9 @@ import math
 import time
 from typing import TextIO
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+
 BAR = 28  # characters of the bar
 REDRAW_S = 0.2  # seconds between redraws of the bar
 
@@ -33,9 +36,10 @@ def epoch_line(metrics: dict[str, float], epochs: int) -> str:
 class EpochProgress:
     """Feeds on `trainers.fit`'s ``on_step`` and ``report`` hooks.
 
-    On a terminal each epoch gets a bar that fills step by step and is replaced by
-    the epoch's line when it ends; elsewhere (a log file, a pipe, a Ray worker) only
-    the epoch lines are written, so logs stay readable.
+    On a terminal each epoch gets a `rich` progress bar (steps, elapsed time, and the
+    time left for the whole run: this epoch's rest at its pace, then the epochs to come
+    at the average so far) under the lines of the epochs before it; elsewhere (a log
+    file, a pipe, a Ray worker) only the epoch lines are written, so logs stay readable.
     """
 
     def __init__(self, epochs: int, stream: TextIO, tty: bool | None = None) -> None:
@@ -45,7 +49,18 @@ class EpochProgress:
         self.epoch_start = time.monotonic()
         self.last_draw = 0.0
         self.epoch_seconds: list[float] = []
-        self.drawn = False
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
+
+    def _start(self) -> Progress:
+        if self.bar is None:
+            console = Console(file=self.stream, force_terminal=True)
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=BAR),
+                                MofNCompleteColumn(), TextColumn("{task.fields[times]}"),
+                                console=console, auto_refresh=False, transient=True,
+                                redirect_stdout=False, redirect_stderr=False)
+            self.bar.start()
+        return self.bar
 
     def step(self, epoch: int, step: int, steps: int) -> None:
         if not self.tty:
@@ -56,29 +71,36 @@ class EpochProgress:
         if now - self.last_draw < REDRAW_S and step < steps:
             return
         self.last_draw = now
-        done = round(BAR * step / max(1, steps))
         elapsed = now - self.epoch_start
         left = elapsed / step * (steps - step)
         if self.epoch_seconds:  # whole epochs still to come, at the average pace so far
             per_epoch = sum(self.epoch_seconds) / len(self.epoch_seconds)
             left += per_epoch * (self.epochs - epoch)
         width = len(str(self.epochs))
-        self.stream.write(f"\r\x1b[2Kepoch {epoch:>{width}}/{self.epochs} "
-                          f"[{'#' * done}{'.' * (BAR - done)}] {step}/{steps}  "
-                          f"{duration(elapsed)}  eta {duration(left)}")
-        self.stream.flush()
-        self.drawn = True
+        bar = self._start()
+        description = f"epoch {epoch:>{width}}/{self.epochs}"
+        times = f"{duration(elapsed)}  eta {duration(left)}"
+        if self.task is None:
+            self.task = bar.add_task(description, total=steps, times=times)
+        bar.update(self.task, description=description, total=steps, completed=step,
+                   times=times)
+        bar.refresh()
 
     def epoch(self, metrics: dict[str, float]) -> None:
         self.epoch_seconds.append(metrics["seconds"])
-        prefix = "\r\x1b[2K" if self.tty and self.drawn else ""
-        self.stream.write(prefix + epoch_line(metrics, self.epochs) + "\n")
-        self.stream.flush()
-        self.drawn = False
+        line = epoch_line(metrics, self.epochs)
+        if self.bar is not None:
+            self.bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            if self.task is not None:
+                self.bar.reset(self.task, total=None, times="")
+            self.bar.refresh()
+        else:
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
     def close(self) -> None:
-        """End a half-drawn bar (an interrupt) with a newline."""
-        if self.tty and self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
+        """Take the bar off the screen (an interrupt, or the end of the run)."""
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+            self.task = None

@@ -294,6 +294,7 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
                      teacher=teacher,
                      compile=device.type == "cuda" if job.compile is None else job.compile)
     except (CheckpointError, TeacherCacheError) as err:
+        progress.close()
         raise PromoteError(f"{err}; pass --restart to discard it and train from scratch") \
             from None
     except KeyboardInterrupt:
@@ -301,6 +302,7 @@ def train_and_write(job: PromoteJob, out: TextIO) -> dict[str, Any]:
         print(f"interrupted: the last checkpoint in {run_dir} is kept; run the same command "
               "to resume", file=out, flush=True)
         raise
+    progress.close()
     rundir.write_metrics(run_dir, result.history)
     save_model(result.model, run_dir / rundir.MODEL)
     logits = predict_logits(result.model, data.test_images, tta_flip=cfg.tta_flip,

@@ -196,11 +196,21 @@ def header_numbers(text: str) -> tuple[int, int, float, int]:
     return int(found[1]), int(found[2]), float(found[3]), int(found[4])
 
 
-def test_live_view_draws_the_stores_trials_on_a_terminal(searched: Searched) -> None:
+def test_live_view_draws_the_stores_trials_on_a_terminal(
+        searched: Searched, monkeypatch: pytest.MonkeyPatch) -> None:
     study = optuna.load_study(study_name="smoke", storage=searched.url)
     screen = Terminal()
-    LiveView(study, N_TRIALS, out=screen).update()
-    lines = screen.getvalue().splitlines()
+    monkeypatch.setenv("COLUMNS", "250")  # rich fits the table to the terminal's width
+    view = LiveView(study, N_TRIALS, out=screen)
+    view.update()
+    view.close()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())  # what it shows
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # Each redraw writes the whole table again: the screen shows the last one.
+    lines = lines[max(i for i, line in enumerate(lines) if line.startswith("smoke: ")):]
+    assert re.search(r"elapsed \S+, about \S+ left", lines[0]), lines[0]
+    assert lines[1].split() == ["trial", "state", "epoch", "val_acc", "params",
+                                "architecture", "/", "reason"]
     best = complete_best_first(searched.trials)[0]
     assert lines[0].startswith("smoke: ")
     assert header_numbers(lines[0]) == (len(searched.trials), N_TRIALS,
