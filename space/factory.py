@@ -35,6 +35,7 @@ def build_sampler(options: dict[str, Any], *, propose: Callable[[Suggester], Arc
     file_wrap = opts.pop("budget_aware", True)
     wrap = file_wrap if budget_aware is None else budget_aware
     max_draws = opts.pop("max_draws", 100)
+    dedupe = bool(opts.pop("dedupe", True))
     base: BaseSampler
     if kind == "random":
         base = optuna.samplers.RandomSampler(seed=seed)
@@ -47,7 +48,7 @@ def build_sampler(options: dict[str, Any], *, propose: Callable[[Suggester], Arc
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             base = optuna.samplers.TPESampler(seed=seed, **tpe)
-    return BudgetAwareSampler(base, propose, budgets, max_draws) if wrap else base
+    return BudgetAwareSampler(base, propose, budgets, max_draws, dedupe) if wrap else base
 
 
 def build_pruner(options: dict[str, Any]) -> optuna.pruners.BasePruner:

@@ -74,6 +74,7 @@ SAMPLER_OPTIONS: dict[str, Option] = {
     "seed": _at_least(int, 0),
     "budget_aware": Option(bool),  # redraw proposals over the budget inside the sampler
     "max_draws": _at_least(int, 1),  # redraws per trial before an over-budget one goes through
+    "dedupe": Option(bool),  # redraw a proposal whose parameters a trial already has
     "n_startup_trials": _at_least(int, 0, TPE),
     "n_ei_candidates": _between(int, 1, 100_000, TPE),  # TPE draws this many per parameter
     "multivariate": Option(bool, only=TPE),

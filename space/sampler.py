@@ -87,6 +87,10 @@ class _Proposal:
         return self._suggest(name, CategoricalDistribution(choices))
 
 
+def _key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+
 class BudgetAwareSampler(BaseSampler):
     """Wraps a sampler so that architectures over a budget are redrawn, not tried.
 
@@ -101,21 +105,27 @@ class BudgetAwareSampler(BaseSampler):
     region where nothing fits (it never sees the redrawn proposals): then up to
     ``max_draws`` random proposals follow, and the first that fits is served. Only
     if none of those fits either is the last one served, and the space rejects it
-    as usual. Enqueued parameters are honoured.
+    as usual. Enqueued parameters are honoured. With ``dedupe`` (the default), a
+    proposal with the very parameters of a trial already in the study (finished,
+    running or queued) is drawn again too, as one over the budget is; only when
+    nothing new fits is a repeat served.
 
     Attributes:
         draws: proposals drawn so far, in this process.
         served: trials served so far.
         fallbacks: trials served a random proposal because the base sampler's did not fit.
         exhausted: trials for which no proposal fitted.
+        repeats: proposals redrawn because a trial already had their parameters.
         exhausted_in_a_row: the latest trials for which none fitted (a space where
             hardly anything fits the budget: the search should stop, not prune on).
     """
 
     def __init__(self, base: BaseSampler, propose: Callable[[Suggester], ArchConfig],
-                 budgets: Sequence[Budget], max_draws: int = 100) -> None:
+                 budgets: Sequence[Budget], max_draws: int = 100, dedupe: bool = True) -> None:
         if max_draws < 1:
             raise ValueError(f"max_draws must be >= 1, got {max_draws=}")
+        self._dedupe = dedupe
+        self.repeats = 0
         self._base = base
         self._propose = propose
         self._budgets = tuple(budgets)
@@ -143,11 +153,19 @@ class BudgetAwareSampler(BaseSampler):
 
     def sample_relative(self, study: Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        relative, proposal = self._draw(study, trial, search_space, self._base)
+        # Parameters a trial already has (finished, running or queued) are redrawn too: in
+        # a discrete space a converging TPE proposes the same network again and again, and
+        # each repeat is a trial that teaches nothing new.
+        seen = (set() if not self._dedupe or trial.system_attrs.get("fixed_params") else
+                {_key(t.params) for t in study.get_trials(deepcopy=False)})
+        repeats = self.repeats
+        relative, proposal = self._draw(study, trial, search_space, self._base, seen)
         if proposal is None and not isinstance(self._base, optuna.samplers.RandomSampler):
-            # Nothing the model-based sampler proposed fits: random proposals.
-            relative, proposal = self._draw(study, trial, search_space, self._random)
+            # Nothing new the model-based sampler proposed fits: random proposals.
+            relative, proposal = self._draw(study, trial, search_space, self._random, seen)
             self.fallbacks += proposal is not None
+        if proposal is None and self.repeats > repeats:  # nothing new fits: a repeat, then
+            relative, proposal = self._draw(study, trial, search_space, self._base, set())
         if proposal is None:
             self.exhausted += 1
             self.exhausted_in_a_row += 1
@@ -158,9 +176,11 @@ class BudgetAwareSampler(BaseSampler):
         return relative
 
     def _draw(self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution],
-              sampler: BaseSampler) -> tuple[dict[str, Any], _Proposal | None]:
+              sampler: BaseSampler, seen: set[tuple[tuple[str, str], ...]]
+              ) -> tuple[dict[str, Any], _Proposal | None]:
         """Up to ``max_draws`` proposals of ``sampler``: the relative parameters and the
-        first that fits every budget (None if none did; `_last` is the last drawn)."""
+        first that fits every budget and is not in ``seen`` (None if none was; `_last` is
+        the last drawn)."""
         relative: dict[str, Any] = {}
         for _ in range(self._max_draws):
             relative = sampler.sample_relative(study, trial, search_space)
@@ -168,6 +188,9 @@ class BudgetAwareSampler(BaseSampler):
             arch = self._propose(proposal)
             self.draws += 1
             self._last = proposal
+            if seen and _key(proposal.params) in seen:
+                self.repeats += 1
+                continue
             if all(budget.fits(arch) for budget in self._budgets):
                 return relative, proposal
         return relative, None
