@@ -87,6 +87,9 @@ class _Proposal:
         return self._suggest(name, CategoricalDistribution(choices))
 
 
+REPEAT_PATIENCE = 10  # repeats in a row after which a sampler's proposals are given up
+
+
 def _key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
@@ -182,6 +185,7 @@ class BudgetAwareSampler(BaseSampler):
         first that fits every budget and is not in ``seen`` (None if none was; `_last` is
         the last drawn)."""
         relative: dict[str, Any] = {}
+        repeated = 0
         for _ in range(self._max_draws):
             relative = sampler.sample_relative(study, trial, search_space)
             proposal = _Proposal(study, trial, sampler, relative, search_space)
@@ -190,6 +194,9 @@ class BudgetAwareSampler(BaseSampler):
             self._last = proposal
             if seen and _key(proposal.params) in seen:
                 self.repeats += 1
+                repeated += 1
+                if repeated >= REPEAT_PATIENCE:  # it has settled: let another sampler try
+                    return relative, None
                 continue
             if all(budget.fits(arch) for budget in self._budgets):
                 return relative, proposal
