@@ -162,7 +162,8 @@ class BudgetAwareSampler(BaseSampler):
         seen = (set() if not self._dedupe or trial.system_attrs.get("fixed_params") else
                 {_key(t.params) for t in study.get_trials(deepcopy=False)})
         repeats = self.repeats
-        relative, proposal = self._draw(study, trial, search_space, self._base, seen)
+        relative, proposal = self._draw(study, trial, search_space, self._base, seen,
+                                        REPEAT_PATIENCE)
         if proposal is None and not isinstance(self._base, optuna.samplers.RandomSampler):
             # Nothing new the model-based sampler proposed fits: random proposals.
             relative, proposal = self._draw(study, trial, search_space, self._random, seen)
@@ -179,13 +180,14 @@ class BudgetAwareSampler(BaseSampler):
         return relative
 
     def _draw(self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution],
-              sampler: BaseSampler, seen: set[tuple[tuple[str, str], ...]]
-              ) -> tuple[dict[str, Any], _Proposal | None]:
+              sampler: BaseSampler, seen: set[tuple[tuple[str, str], ...]],
+              patience: int | None = None) -> tuple[dict[str, Any], _Proposal | None]:
         """Up to ``max_draws`` proposals of ``sampler``: the relative parameters and the
-        first that fits every budget and is not in ``seen`` (None if none was; `_last` is
-        the last drawn)."""
+        first that fits every budget and is not in ``seen`` (None if none was, or after
+        ``patience`` repeats; `_last` is the last drawn)."""
         relative: dict[str, Any] = {}
         repeated = 0
+        patience = self._max_draws if patience is None else patience
         for _ in range(self._max_draws):
             relative = sampler.sample_relative(study, trial, search_space)
             proposal = _Proposal(study, trial, sampler, relative, search_space)
@@ -195,7 +197,7 @@ class BudgetAwareSampler(BaseSampler):
             if seen and _key(proposal.params) in seen:
                 self.repeats += 1
                 repeated += 1
-                if repeated >= REPEAT_PATIENCE:  # it has settled: let another sampler try
+                if repeated >= patience:  # it has settled: let another sampler try
                     return relative, None
                 continue
             if all(budget.fits(arch) for budget in self._budgets):
