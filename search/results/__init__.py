@@ -3,6 +3,8 @@
 - `promote`: a trial of the store trained in full into its run folder
 - `evaluate`: a trained model's test accuracy (`evaluate_run`) and labels for new
   images (`predict_file`)
+- `export`: a run's network as a TorchScript, ONNX or safetensors file, checked
+- `ensemble`: several runs' mean prediction, and teachers for distillation
 - `report`: a study's leaderboard (report.md) beside its Pareto plot
 - `pareto`: the accuracy-against-size plot and its Pareto front
 - `plots`: a run's learning curves and confusion matrix

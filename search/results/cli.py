@@ -100,6 +100,35 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--artifacts", metavar="DIR_OR_URL",
                          help="--attach: the artifact store (default: the study's)")
 
+    from search.args import float_in
+    from search.results.export import EXTRA, FORMATS, TOLERANCE
+
+    export = sub.add_parser(
+        "export", help="write a run's network as a TorchScript, ONNX or safetensors file",
+        description="Write the network that evaluate evaluates (a run folder's model.pt, or a "
+        "checkpoint's weights), in eval mode, as one file: TorchScript (torch.jit.trace), ONNX "
+        "(input 'images' with a dynamic batch axis, output 'logits') or safetensors (the "
+        "state_dict). Its input is float32 N x 3 x 32 x 32 RGB, normalised as in training "
+        "(trainers.augment.normalize: (pixel / 255 - mean) / std per channel, CIFAR-10's "
+        "mean and std); its output the logits, without the recipe's test-time flips. The "
+        "file's metadata (ONNX metadata_props, TorchScript extra file metadata.json, "
+        "safetensors header) holds both configs, the parameter count, the normalisation, the "
+        "class names and the code version. The file is read back and its logits compared "
+        "with PyTorch's on test images before it is written; over --tolerance nothing is "
+        f"written (exit code 2). ONNX and safetensors need the export extra: {EXTRA}.")
+    export.add_argument("run", metavar="RUN",
+                        help="run folder, its model.pt (config.json beside it) or checkpoint.pt")
+    export.add_argument("--format", required=True, choices=FORMATS, help="the file's format")
+    export.add_argument("--out", required=True, metavar="FILE",
+                        help="the file to write (missing folders are made)")
+    export.add_argument("--data", metavar="PATH",
+                        help="labelled CIFAR-10 data whose test images check the export "
+                        "(default: the run's own data set)")
+    export.add_argument("--tolerance", type=float_in(0.0, 1.0), default=TOLERANCE, metavar="T",
+                        help="largest absolute logit difference from PyTorch's that passes "
+                        "the check (default: %(default)g)")
+    export.set_defaults(func=cmd_export)
+
     report = sub.add_parser(
         "report", help="Pareto plot and a table of the top trials",
         description="Plot validation accuracy against parameters (pareto.png, baselines "
@@ -199,6 +228,14 @@ def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
                 from None
         print(f"attached {Path(args.out).name} to trial {number} of study {study} "
               f"(artifact store {location})", file=out)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
+    from search.results.export import export_run, print_export
+
+    print_export(export_run(args.run, args.format, args.out, out, data=args.data,
+                            tolerance=args.tolerance), out)
     return 0
 
 
