@@ -66,7 +66,12 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
     if "format" in state and "arch" in state:  # a training checkpoint
         arch = _arch(state["arch"], path)
         train = _train(state.get("train"), path)
-        weights = state["ema"] if state.get("ema") is not None else state["model"]
+        ema = state.get("ema")
+        if isinstance(ema, dict) and "model" in ema and "updates" in ema:
+            ema = ema["model"]  # `ModelEma.state_dict`; the release before stored it bare
+        # The weights the run evaluates: the average, unless its recipe said the raw ones.
+        weights = ema if ema is not None and (train is None or train.ema_eval) \
+            else state["model"]
     else:
         config = read_config(path.parent)
         arch = _arch(config.get("arch"), path.parent / CONFIG)

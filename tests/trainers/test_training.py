@@ -255,3 +255,19 @@ def test_a_checkpoint_from_before_a_field_existed_matches_its_run(tmp_path: Path
     with pytest.raises(CheckpointError, match="configs are unreadable: block_type"):
         check_same_run({"arch": {**old_arch, "block_type": "nope"}, "train": old_train},
                        TINY, QUICK, tmp_path)
+
+
+@pytest.mark.parametrize("ema_eval", [True, False])
+def test_a_checkpoint_with_ema_loads_the_weights_the_run_evaluates(
+        cifar_jpeg: CifarData, tmp_path: Path, ema_eval: bool) -> None:
+    from trainers.inference import load_model
+
+    cfg = dataclasses.replace(QUICK, epochs=1, ema=0.9, ema_eval=ema_eval)
+    result = fit(TINY, cfg, cifar_jpeg, device="cpu", checkpoint_dir=tmp_path, log=quiet)
+    loaded = load_model(tmp_path / CHECKPOINT)
+    evaluated = result.model.state_dict()
+    assert all(torch.equal(v, evaluated[k]) for k, v in loaded.model.state_dict().items())
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    other = state["model"] if ema_eval else state["ema"]["model"]
+    assert any(not torch.equal(v, other[k]) for k, v in loaded.model.state_dict().items()
+               if v.is_floating_point())
