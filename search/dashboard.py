@@ -30,10 +30,11 @@ from typing import Any
 import optuna
 
 from search import record
+from trainers import rundir
 
 ARTIFACT_STORE = "artifact_store"  # study system attribute: where its artifacts live
 STUDY_BUDGET, STUDY_DESCRIPTION, STUDY_DATA = "budget", "description", "data_source"
-RUN_FILES = ("curves.png", "confusion.png", "summary.json", "metrics.csv")
+RUN_FILES = (rundir.CURVES, rundir.CONFUSION, rundir.SUMMARY, rundir.METRICS)
 
 
 class ArtifactStoreError(RuntimeError):
@@ -241,7 +242,7 @@ def run_trial(model_path: str | Path, storage: str | None) -> tuple[str, str, in
             ``storage``.
     """
     path = Path(model_path)
-    config_path = (path if path.is_dir() else path.parent) / "config.json"
+    config_path = (path if path.is_dir() else path.parent) / rundir.CONFIG
     try:
         config = json.loads(config_path.read_text())
         study, number = str(config["study"]), int(config["trial"])

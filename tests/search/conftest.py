@@ -17,7 +17,7 @@ from optuna.trial import TrialState, create_trial
 from search.cli import main
 from search.run import RunOptions, run_search
 from tests.conftest import SHARED_ARCHIVE, missing, need_shared_archive
-from tests.search.smoke import FINAL, SECRET, Searched
+from tests.search.smoke import FINAL, SECRET, Searched, fresh_thread_count
 from tests.search.test_service import smoke_file
 from trainers import CifarData, load_cifar10
 
@@ -92,7 +92,7 @@ def promote_output(searched: Searched) -> tuple[Path, str]:
     that carries a password in its query string; the run folder and what it printed."""
     out = searched.root / "trial-1"
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    with contextlib.redirect_stdout(printed), fresh_thread_count():
         code = main(searched.argv(1, "--out", str(out), "--tensorboard",
                                   str(searched.root / "tb"),
                                   url=f"{searched.url}?password={SECRET}"))

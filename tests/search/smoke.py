@@ -3,7 +3,12 @@ comes after a search (promote, evaluate, predict, TensorBoard, artifacts, the da
 
 from __future__ import annotations
 
+import functools
 import io
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,3 +62,25 @@ def smoke_search(root: Path, name: str, final: str, n_trials: int = 1) -> Search
                                  data=str(SHARED_ARCHIVE), device="cpu", seed=0), io.StringIO())
     assert code == 0
     return Searched(study, url, name, root)
+
+
+@functools.cache
+def fresh_threads() -> int:
+    """torch's thread count in a fresh process (CPU results depend on it)."""
+    return int(subprocess.run([sys.executable, "-c", "import torch; "
+                               "print(torch.get_num_threads())"],
+                              capture_output=True, text=True, check=True).stdout)
+
+
+@contextmanager
+def fresh_thread_count() -> Iterator[int]:
+    """While inside, this process trains with `fresh_threads` threads, whatever an earlier
+    test set: runs trained here then match the ones of a subprocess or a Ray task."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(fresh_threads())
+    try:
+        yield fresh_threads()
+    finally:
+        torch.set_num_threads(threads)

@@ -279,7 +279,7 @@ def test_two_commands_on_one_postgres_study(new_postgres_url: str, tmp_path: Pat
     assert sum("baseline" in t.user_attrs for t in trials) == 1
     for t in trials:
         if t.state == TrialState.COMPLETE:
-            epochs = json.loads(t.user_attrs["train"])["epochs"]
+            epochs = json.loads(t.system_attrs["train"])["epochs"]
             assert sorted(t.intermediate_values) == list(range(1, epochs + 1)), t.number
             assert t.value == t.intermediate_values[epochs]
         elif t.state == TrialState.PRUNED and t.intermediate_values:

@@ -26,7 +26,7 @@ from PIL import Image
 from models import ArchConfig, build_model
 from search.cli import main
 from tests.conftest import SHARED_ARCHIVE
-from tests.search.smoke import EACH_EPOCH, SECRET, Searched
+from tests.search.smoke import EACH_EPOCH, SECRET, Searched, fresh_threads
 from trainers import CifarData, rundir
 from trainers.inference import predict_logits
 from trainers.rundir import METRIC_COLUMNS, OUTPUTS
@@ -83,7 +83,7 @@ def test_promote_writes_every_output(promote_output: tuple[Path, str], searched:
 
     config = json.loads((promoted / "config.json").read_text())
     trial = optuna.load_study(study_name=searched.name, storage=searched.url).trials[1]
-    assert config["arch"] == json.loads(trial.user_attrs["arch"])
+    assert config["arch"] == json.loads(trial.system_attrs["arch"])
     assert config["train"]["epochs"] == 2 and config["train"]["train_subset"] == 2000
     assert config["trial"] == 1 and config["seed"] == config["train"]["seed"]
     assert config["data_source"] == str(SHARED_ARCHIVE) and config["code_version"]
@@ -273,7 +273,7 @@ def test_promote_on_a_ray_task(searched: Searched, promoted: Path, predicted: np
     out = searched.root / "ray"
     # CPU kernels sum in another order with another thread count, and Ray gives a one-CPU
     # task one thread unless OMP_NUM_THREADS says otherwise: the thread count used here.
-    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    monkeypatch.setenv("OMP_NUM_THREADS", str(fresh_threads()))  # as `promoted` trained
     code = main(searched.argv(1, "--out", str(out), "--ray-address", "local"))
     assert code == 0
     for name in OUTPUTS:

@@ -115,11 +115,11 @@ def test_the_pruner_stops_weak_trials_before_their_last_epoch(searched: Searched
     trials = searched.trials
     by_pruner = [t for t in trials if t.state == TrialState.PRUNED and not rejected(t)]
     early = [t for t in by_pruner
-             if len(t.intermediate_values) < json.loads(t.user_attrs["train"])["epochs"]]
+             if len(t.intermediate_values) < json.loads(t.system_attrs["train"])["epochs"]]
     assert any(t.params["lr"] == WEAK_LR for t in early), [
         (t.number, t.state.name, t.params.get("lr"), len(t.intermediate_values)) for t in trials]
     for t in early:  # they trained (unlike rejections) and stopped early
-        assert json.loads(t.user_attrs["train"])["epochs"] == EPOCHS
+        assert json.loads(t.system_attrs["train"])["epochs"] == EPOCHS
         assert {"arch_summary", "seconds_per_epoch"} <= t.user_attrs.keys()
     for t in trials:
         if t.state == TrialState.COMPLETE:

@@ -80,9 +80,10 @@ def test_run_resume_and_list_on_both_stores(storage_url: str, tmp_path: Path,
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     for t in trials:
         if t.state == TrialState.COMPLETE:
-            for key in ("n_params", "flops", "arch", "seconds_per_epoch", "images_per_s",
-                        "device", "host", "data_source"):
+            for key in ("n_params", "flops", "arch_summary", "seconds_per_epoch",
+                        "images_per_s", "device", "host", "data_source"):
                 assert key in t.user_attrs, key
+            assert {"arch", "train"} <= set(t.system_attrs)  # the configs' JSON
 
     capsys.readouterr()
     assert main(["trials", "--study", name, "--storage", storage_url]) == 0

@@ -52,7 +52,7 @@ def test_a_trial_outside_this_space_is_skipped(tmp_path: Path) -> None:
     assert code == 0, out
     top = record.best(optuna.load_study(study_name="wide", storage=url).trials, 6)
     fits = [t.number for t in top
-            if all(s["width"] == 8 for s in json.loads(t.user_attrs["arch"])["stages"])]
+            if all(s["width"] == 8 for s in json.loads(t.system_attrs["arch"])["stages"])]
     assert len(fits) < len(top)  # the precondition: some do not fit
     assert f"queued {len(fits)} of wide's best trials" in out
     assert f"{len(top) - len(fits)} do not fit this space or budget" in out
