@@ -39,6 +39,8 @@ def build_sampler(options: dict[str, Any], *, propose: Callable[[Suggester], Arc
     base: BaseSampler
     if kind == "random":
         base = optuna.samplers.RandomSampler(seed=seed)
+    elif kind == "nsga2":
+        base = optuna.samplers.NSGAIISampler(seed=seed, **{"population_size": 20, **opts})
     else:
         multivariate = opts.get("multivariate", True)
         # group decomposition handles the conditional (per-stage) parameters; it needs

@@ -70,7 +70,7 @@ def _resource(only: tuple[str, ...]) -> Option:
 
 TPE = ("tpe",)
 SAMPLER_OPTIONS: dict[str, Option] = {
-    "type": _one_of("tpe", "random"),
+    "type": _one_of("tpe", "random", "nsga2"),
     "seed": _at_least(int, 0),
     "budget_aware": Option(bool),  # redraw proposals over the budget inside the sampler
     "max_draws": _at_least(int, 1),  # redraws per trial before an over-budget one goes through
@@ -80,6 +80,9 @@ SAMPLER_OPTIONS: dict[str, Option] = {
     "multivariate": Option(bool, only=TPE),
     "group": Option(bool, only=TPE),
     "constant_liar": Option(bool, only=TPE),
+    # NSGA-II (a genetic algorithm; mostly for multi-objective studies): its generation size
+    "population_size": _between(int, 2, 10_000, ("nsga2",)),
+    "crossover_prob": Option(float, lambda v: 0 <= v <= 1, "must be in 0..1", ("nsga2",)),
 }
 
 HB, SH = ("hyperband",), ("successive_halving",)

@@ -298,3 +298,56 @@ def test_dashboard_shows_a_real_searchs_objective_notes_and_artifacts(
         with urllib.request.urlopen(artifact, timeout=10) as response:
             assert response.read() == (promoted / "summary.json").read_bytes()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_dashboard_draws_a_multi_objective_studys_pareto_front(tmp_path: Path) -> None:
+    """A real multi-objective search (val_acc against parameters, instant trainer): the
+    study page's Pareto-front plot has one point per complete trial, and the front's
+    trace holds exactly the trials no other beats on both objectives."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.search import trainers
+    from tests.search.test_multi_objective import multi_file
+    from tests.search.test_service import run
+
+    _need_browser()
+    url = f"sqlite:///{tmp_path / 'front.db'}"
+    code, out = run(multi_file(tmp_path), url, "front", 10, baselines=False,
+                    trainer=trainers.instant)
+    assert code == 0, out
+    complete = [t for t in optuna.load_study(study_name="front", storage=url).trials
+                if t.state == TrialState.COMPLETE]
+    front = [t for t in complete if not any(
+        o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values
+        for o in complete)]
+    assert 1 <= len(front) < len(complete)
+    errors: list[str] = []
+    with serving(url, tmp_path / "dashboard.log", "front") as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                    headless=True, timeout=60_000)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            expect.set_options(timeout=TIMEOUT_MS)
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.goto(f"{base}/dashboard")
+            page.locator("main").get_by_role("link", name=re.compile(r"\bfront\b")).click()
+            expect(page).to_have_url(re.compile(r"/dashboard/studies/\d+$"))
+            expect(page.get_by_text("Pareto Front", exact=True)).to_be_visible()
+            plot = page.locator("#graph-pareto-front")
+            expect(plot).to_have_class(re.compile(r"\bjs-plotly-plot\b"))
+            expect(plot.locator("g.trace.scatter path.point")).to_have_count(len(complete))
+            # The axes are the study's metric names, not "Objective 0/1".
+            # Its axes are picked by the study's metric names, not "Objective 0/1".
+            panel = page.locator("main").filter(has=plot).first
+            text = re.sub(r"\s+", " ", panel.inner_text())
+            assert "Objective X: val_acc" in text and "Objective Y: n_params" in text, text
+            # Traces: unselected, infeasible, the front, the rest (optuna-dashboard's order).
+            counts = [trace.locator("path.point").count()
+                      for trace in plot.locator("g.trace.scatter").all()]
+            assert len(front) in counts and sum(counts) == len(complete), counts
+            page.screenshot(path=str(_artifact_dir(tmp_path) / "dashboard-pareto.png"),
+                            full_page=True)
+        finally:
+            browser.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

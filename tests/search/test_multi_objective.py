@@ -78,3 +78,26 @@ def test_a_multi_objective_search_finds_a_front_that_promote_takes(
     assert code == 0, printed.getvalue()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["n_params"] == smallest.values[1] and summary["trial"] == smallest.number
+
+
+def test_nsga2_searches_a_multi_objective_study_within_the_budget(tmp_path: Path) -> None:
+    study = multi_file(tmp_path)
+    text = study.read_text().replace('type = "tpe"\nn_startup_trials = 4',
+                                     'type = "nsga2"\npopulation_size = 4')
+    assert "nsga2" in text
+    study.write_text(text)
+    assert load_spec(study).sampler == {"type": "nsga2", "population_size": 4, "seed": 0}
+    url = f"sqlite:///{tmp_path / 'nsga.db'}"
+    code, out = run(study, url, "nsga", 12, baselines=False, trainer=trainers.instant)
+    assert code == 0, out
+    trials = optuna.load_study(study_name="nsga", storage=url).trials
+    # NSGA-II's own bookkeeping: generations of 4, bred from the ones before.
+    generations = [t.system_attrs.get("NSGAIISampler:generation") for t in trials]
+    assert None not in generations and max(generations) >= 2, generations
+    assert all(t.user_attrs["n_params"] <= 40_000 for t in trials
+               if t.state == optuna.trial.TrialState.COMPLETE)
+    assert not [t for t in trials if "rejected_reason" in t.user_attrs]  # redrawn, not tried
+    bad = tmp_path / "bad.toml"  # NSGA-II's options belong to it alone
+    bad.write_text(text.replace('type = "nsga2"', 'type = "tpe"'))
+    with pytest.raises(SpecError, match=r"sampler\.population_size.*only to nsga2"):
+        load_spec(bad)
