@@ -125,12 +125,19 @@ def describe_study(study: optuna.Study, spec: StudySpec, data_source: str) -> No
 def check_space(study: optuna.Study, spec: StudySpec, allow_change: bool, out: TextIO) -> None:
     """Give a new study (or one from before fingerprints) the space's fingerprint; refuse
     another space unless ``allow_change``, which then makes the new space the study's."""
+    from space.spec import LEGACY_MEMORY_BATCH
+
     mine = spec.fingerprint()
     attrs = study.user_attrs
     theirs = attrs.get(SPACE_FINGERPRINT)
     if theirs == mine:
         return
-    if theirs is not None:
+    if theirs is not None and theirs == spec.fingerprint(legacy_memory_batch=True):
+        # The same file, from a release that measured memory at 512 images: carry on.
+        print(f"space    memory budget now measured at the recipe's batch size, "
+              f"{spec.memory_images} images; this study's earlier trials were measured at "
+              f"{LEGACY_MEMORY_BATCH}", file=out)
+    elif theirs is not None:
         source = attrs.get(SPACE_SOURCE, "an unrecorded study file")
         if not allow_change:
             raise UsageError(

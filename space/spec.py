@@ -38,6 +38,9 @@ __all__ = ["MAX_STAGES", "Candidate", "OverBudget", "StudySpec", "builtin_studie
            "load_spec", "make_pruner", "make_sampler"]
 
 DEFAULT_BUDGET = 5_000_000  # parameters
+# The release of 2026-12-03 measured the memory budget at 512 images whatever the
+# recipe's batch size; a study it started resumes (`search.run.check_space`).
+LEGACY_MEMORY_BATCH = 512
 TRAIN_KEYS: dict[str, Any] = field_types(TrainConfig)
 SECTIONS = ("study", "arch", "train", "final", "sampler", "pruner")
 INT64 = range(-(2**63), 2**63)  # what TOML integers may be
@@ -99,7 +102,7 @@ class StudySpec:
     latency_budget_ms: float | None = None  # measured forward latency (space.budgets)
     latency_batch: int = 64
     memory_budget_mb: float | None = None  # measured peak training memory on CUDA
-    memory_batch: int = 512
+    memory_batch: int | None = None  # images per step; None: the recipe's (memory_images)
     objectives: tuple[str, ...] = ("val_acc",)  # more: a multi-objective (Pareto) study
     max_stages: int = field(init=False)
     arch_space: ArchSpace = field(init=False, repr=False, compare=False)
@@ -113,9 +116,18 @@ class StudySpec:
         return len(self.objectives) > 1
 
     @property
+    def memory_images(self) -> int:
+        """The batch the memory budget is measured at: ``memory_batch`` where the file sets
+        it, else the recipe's batch size (the largest a search trial may draw)."""
+        if self.memory_batch is not None:
+            return self.memory_batch
+        dim = self.train.get("batch_size")
+        return int(max(dim.extremes())) if dim is not None else TrainConfig.batch_size
+
+    @property
     def limits(self) -> Limits:
         return Limits(self.budget, self.flops_budget, self.latency_budget_ms,
-                      self.latency_batch, self.memory_budget_mb, self.memory_batch)
+                      self.latency_batch, self.memory_budget_mb, self.memory_images)
 
     def budgets(self, device: str | None = None) -> list[Budget]:
         """What an architecture must stay within, cheapest first: the counted budgets
@@ -126,13 +138,15 @@ class StudySpec:
                                                     memory_mb=None))[0]
         return make_budgets(self.limits, device)[0]
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, *, legacy_memory_batch: bool = False) -> str:
         """A short hash of what a trial may draw: the ``[arch]`` and ``[train]`` spaces
         and the budget (not the name, description, n_trials, [final], sampler or pruner).
 
         A study keeps it, so that a changed file cannot quietly mix two spaces in one study.
         Keys added since fingerprints began count only where a file moves them off their
         defaults, so a study file of that release keeps its fingerprint.
+        ``legacy_memory_batch``: the one an earlier release gave this file, which measured
+        an unset ``memory_batch`` at 512 images (`LEGACY_MEMORY_BATCH`).
         """
         import hashlib
         import json
@@ -151,7 +165,9 @@ class StudySpec:
         if self.latency_budget_ms:
             limits["latency_batch"] = self.latency_batch
         if self.memory_budget_mb:
-            limits["memory_batch"] = self.memory_batch
+            limits["memory_batch"] = self.memory_images
+            if legacy_memory_batch and self.memory_batch is None:
+                limits["memory_batch"] = LEGACY_MEMORY_BATCH
         if self.multi_objective:
             limits["objectives"] = list(self.objectives)
         text = json.dumps({"arch": canonical(arch), "train": canonical(self.train),

@@ -12,6 +12,7 @@ Every fixture is copied to tmp_path first: promote and report write to the store
 from __future__ import annotations
 
 import csv
+import io
 import json
 import pickle
 import re
@@ -218,3 +219,39 @@ def test_resume_interrupted_promote(store: str, data: Path, tmp_path: Path,
     for command in ("trials", "best"):
         listing = run_cli([command, "--study", STUDY, "--storage", store], capsys)
         assert shown in trial_lines(listing)[3]
+
+
+MEMORY_FIXTURE = FIXTURES.parent / "memory-budget-2026-12-03"
+
+
+def test_memory_budget_study_of_2026_12_03_resumes(tmp_path: Path) -> None:
+    """The release of 2026-12-03 (commit edf534c) measured an unset `memory_batch` at 512
+    images; this one at the recipe's batch size (256 in this file), which changes the
+    space's fingerprint. A study that release started resumes, saying so; another space
+    is still refused."""
+    from search.args import UsageError
+    from search.run import SPACE_FINGERPRINT, check_space
+    from space import load_spec
+
+    shutil.copytree(MEMORY_FIXTURE, tmp_path / "old")
+    url = f"sqlite:///{tmp_path / 'old' / 'study.db'}"
+    spec = load_spec(tmp_path / "old" / "smoke-memory.toml")
+    study = optuna.load_study(study_name="smoke-memory", storage=url)
+    old = study.user_attrs[SPACE_FINGERPRINT]
+    assert spec.memory_images == 256 and old != spec.fingerprint()
+
+    text = (tmp_path / "old" / "smoke-memory.toml").read_text()
+    changed = tmp_path / "changed.toml"
+    changed.write_text(text.replace("budget = 40_000", "budget = 30_000", 1))
+    with pytest.raises(UsageError, match="another space or budget"):
+        check_space(study, load_spec(changed), allow_change=False, out=io.StringIO())
+
+    out = io.StringIO()
+    check_space(study, spec, allow_change=False, out=out)
+    assert "earlier trials were measured at 512" in out.getvalue()
+    assert "256 images" in out.getvalue()
+    reloaded = optuna.load_study(study_name="smoke-memory", storage=url)
+    assert reloaded.user_attrs[SPACE_FINGERPRINT] == spec.fingerprint()
+    out = io.StringIO()
+    check_space(reloaded, spec, allow_change=False, out=out)  # now it is this release's
+    assert out.getvalue() == ""

@@ -113,6 +113,28 @@ def test_latency_is_measured_once_per_architecture_and_kept_in_the_store(
     assert 0 < budgets[1].cost(arch) < 1000 and meters[0].measured == 1
 
 
+def test_the_memory_budget_is_measured_at_the_recipes_batch_size(tmp_path: Path) -> None:
+    memory = "memory_budget_mb = 4000.0"
+    fixed = load_spec(smoke_with(tmp_path, memory))  # smoke: batch_size = 256
+    assert fixed.memory_images == 256 and fixed.limits.memory_batch == 256
+    assert "(batch 256)" in fixed.limits.describe()
+    ranged = load_spec(smoke_file(tmp_path, **{"budget = 40_000 ": f"budget = 40_000\n{memory}\n",
+                                               "batch_size = 256": "batch_size = [64, 384]"}))
+    assert ranged.memory_images == 384  # the largest a trial may draw
+    unset = load_spec(smoke_file(tmp_path, **{"budget = 40_000 ": f"budget = 40_000\n{memory}\n",
+                                              "batch_size = 256\n": ""}))
+    assert "batch_size" not in unset.train and unset.memory_images == 512  # TrainConfig's
+    told = load_spec(smoke_with(tmp_path, f"{memory}\nmemory_batch = 32"))
+    assert told.memory_images == 32
+    assert len({s.fingerprint() for s in (fixed, ranged, told)}) == 3
+    # Where the recipe's batch is not 512, the fingerprint the release of 2026-12-03 gave
+    # the same file differs (`search.run.check_space` lets such a study resume).
+    assert fixed.fingerprint(legacy_memory_batch=True) != fixed.fingerprint()
+    assert fixed.fingerprint(legacy_memory_batch=True) == load_spec(
+        smoke_with(tmp_path, f"{memory}\nmemory_batch = 512")).fingerprint()
+    assert unset.fingerprint(legacy_memory_batch=True) == unset.fingerprint()
+
+
 def test_memory_budgets_need_cuda_and_say_so() -> None:
     with pytest.raises(ValueError, match="measured on CUDA"):
         make_budgets(Limits(40_000, memory_mb=100.0), "cpu")
