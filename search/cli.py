@@ -197,7 +197,7 @@ def cmd_trials(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_best(args: argparse.Namespace, out: TextIO) -> int:
-    from search import api, record
+    from search import api, record, stopping
 
     study = study_from_store(args)
     trials = study.get_trials(deepcopy=False)  # type: ignore[attr-defined]
@@ -216,8 +216,9 @@ def cmd_best(args: argparse.Namespace, out: TextIO) -> int:
     print(record.COLUMNS + "architecture", file=out)
     for trial in best:
         print(record.describe(trial), file=out)
-    if not multi and (hint := record.plateau(trials)) is not None:
-        print(f"stop?    {hint}", file=out)
+    if not multi:
+        for line in stopping.lines(trials):
+            print(line, file=out)
     return 0
 
 

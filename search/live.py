@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from search import record
+from search import record, stopping
 from search.results.progress import duration
 
 ROWS = 12  # most recent trials shown
@@ -60,6 +60,7 @@ class LiveView:
         self.start_done: int | None = None
         self.reported: set[int] = set()
         self.live: Live | None = None
+        self._verdict: tuple[int, stopping.Verdict | None] = (-1, None)
 
     def update(self) -> None:
         try:
@@ -101,7 +102,24 @@ class LiveView:
         eta = study_eta(trials, self.total, max(self.workers, running))
         left = "-" if eta is None else duration(eta)
         return (f"{len(done)}/{self.total} finished, {running} running, {best_text}, "
-                f"{rate:.0f} trials/h, elapsed {duration(elapsed)}, about {left} left")
+                f"{rate:.0f} trials/h, elapsed {duration(elapsed)}, about {left} left"
+                + self._regret(trials))
+
+    def _regret(self, trials: list[FrozenTrial]) -> str:
+        """", regret <= X pts" once Optuna's regret bound can be estimated (refitted only
+        when another trial has completed), with "stop?" once it is within the accuracy's
+        statistical error (`search.stopping`); "" in a multi-objective study."""
+        if len(self.study.directions) > 1:
+            return ""
+        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        if complete != self._verdict[0]:
+            self._verdict = (complete, stopping.verdict(trials))
+        judged = self._verdict[1]
+        if judged is None:
+            return ""
+        return (f", regret <= {100 * judged.bound:.2f} pts"
+                + (f" (within the error, {100 * judged.error:.2f}): stop?" if judged.stop
+                   else ""))
 
     def table(self, trials: list[FrozenTrial], done: list[FrozenTrial]) -> Table:
         table = Table(title=f"{self.study.study_name}: {self.header(trials, done)}",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import optuna
 
-from search import record
+from search import record, stopping
 from search.args import UsageError
 from search.live import LiveView
 from search.storage import RUNS_DIR, StartLock, mask_url, open_storage, resolve_storage_url
@@ -339,5 +339,6 @@ def summarize(study: optuna.Study, out: TextIO) -> None:
         print(f"best     trial {best[0].number}: {record.OBJECTIVE.metric} "
               f"{record.value(best[0]):.4f}, {n_params:,} parameters, "
               f"{record.str_attr(best[0], record.ARCH_SUMMARY) or ''}", file=out)
-    if len(study.directions) == 1 and (hint := record.plateau(trials)) is not None:
-        print(f"stop?    {hint}", file=out)
+    if len(study.directions) == 1:
+        for line in stopping.lines(trials):
+            print(line, file=out)

@@ -51,6 +51,9 @@ def test_the_harness_compares_the_samplers_and_writes_its_figures(harness: Modul
             assert (np.diff(seen) >= 0).all() and seen.max() <= max(feasible) + 1e-9
         rows = entry["summary"][method]
         assert set(rows) == {"10", "24", "over_budget_trials_median"}
+        regret = entry["best_feasible_in_table"] - found[:, -1]
+        assert rows["24"]["near_best_share"] == pytest.approx(
+            np.mean(np.nan_to_num(regret, nan=np.inf) <= harness.NEAR))
         if rows["24"]["regret_median"] is not None:
             assert rows["24"]["regret_median"] >= 0
             assert rows["24"]["regret_q1"] <= rows["24"]["regret_median"] <= rows["24"]["regret_q3"]
@@ -61,3 +64,15 @@ def test_the_harness_compares_the_samplers_and_writes_its_figures(harness: Modul
     assert summary["budget-aware random"]["over_budget_trials_median"] == 0
     assert summary["random"]["over_budget_trials_median"] > 5
     assert "model_size <= 0.3M" in printed.getvalue() and "budget-aware TPE" in printed.getvalue()
+    assert "% of seeds" in printed.getvalue()
+
+
+def test_the_summary_counts_the_seeds_that_came_within_the_target(harness: ModuleType) -> None:
+    best = 90.0
+    curves = {"m": [[float("nan"), best - 0.01], [best - 1.0, best - 0.2],
+                    [best - 0.5, best], [float("nan"), float("nan")]]}
+    rows = harness.summarise(curves, {"m": [0, 0, 0, 0]}, best, 2)["m"]
+    assert rows["2"]["near_best_share"] == 0.5  # two of four seeds within 0.05 (NaN: missed)
+    assert rows["2"]["near_best_share_se"] == pytest.approx(0.25)
+    assert rows["2"]["found_any"] == 0.75
+    assert rows["2"]["regret_median"] == pytest.approx(0.01)
