@@ -266,8 +266,8 @@ PLATEAU_EPSILON = 0.001  # an improvement smaller than this (0.1 points) does no
 def plateau(trials: Iterable[FrozenTrial]) -> str | None:
     """A stopping hint, or None: when none of the latest complete trials (the last third,
     at least 20) raised the best by `PLATEAU_EPSILON`, more trials are unlikely to help
-    much. A heuristic in place of Optuna's terminator (whose GP needs scipy): it says
-    the search has stalled, not that the optimum was found."""
+    much. A heuristic beside Optuna's terminator (`search.stopping`): it says the search
+    has stalled, not how far the best is from the optimum."""
     done = sorted((t for t in trials if value(t) is not None), key=lambda t: t.number)
     if len(done) < PLATEAU_MIN_TRIALS:
         return None
