@@ -45,11 +45,11 @@ class Verdict:
         return self.bound <= self.error
 
     def line(self) -> str:
-        return (f"the best may be up to {100 * self.bound:.2f} points of "
-                f"{record.OBJECTIVE.metric} below the best this space holds (Optuna's "
-                f"regret bound over {self.complete} complete trials); the statistical error "
-                f"of an accuracy on {self.val_images:,} validation images is "
-                f"{100 * self.error:.2f} points")
+        return (f"bound {100 * self.bound:.2f} points of {record.OBJECTIVE.metric} (Optuna's "
+                f"estimate, from a Gaussian process over {self.complete} complete trials, of "
+                "how far the best may lie below the best this space holds; not a guarantee); "
+                f"the statistical error of an accuracy on {self.val_images:,} validation "
+                f"images: {100 * self.error:.2f} points")
 
     def hint(self) -> str | None:
         if not self.stop:

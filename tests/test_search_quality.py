@@ -76,3 +76,28 @@ def test_the_summary_counts_the_seeds_that_came_within_the_target(harness: Modul
     assert rows["2"]["near_best_share_se"] == pytest.approx(0.25)
     assert rows["2"]["found_any"] == 0.75
     assert rows["2"]["regret_median"] == pytest.approx(0.01)
+
+
+def test_the_stopping_benchmark_asks_the_stop_rule_along_real_searches(
+        harness: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        bench = importlib.import_module("stopping")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    results = bench.main(["--seeds", "2", "--trials", "40", "--every", "20", "--jobs", "1",
+                          "--val-images", "25000,500", "--out", str(tmp_path)])
+    assert json.loads(next(tmp_path.glob("stopping-nb201-*.json")).read_text()) == json.loads(
+        json.dumps(results))
+    assert next(tmp_path.glob("stopping-nb201-*.png")).stat().st_size > 10_000
+    assert [e["trials"] for e in results["summary"]] == [20, 40]
+    for i, entry in enumerate(results["summary"]):
+        rows = [run[i] for run in results["runs"]]
+        assert all(row["bound"] > 0 and 0 <= row["regret"] < 100 for row in rows)
+        for images in (25000, 500):  # told to stop exactly where the bound is within the error
+            told = [row["bound"] <= bench.error_points(row["best_read"] / 100, images)
+                    for row in rows]
+            assert entry[f"stop_share_{images}"] == sum(told) / len(told)
+        # Fewer validation images, a larger error: the error is sqrt(p (1 - p) / n).
+        assert entry["error_median_500"] == pytest.approx(entry["error_median_25000"] * 50 ** 0.5)
+    assert "told to stop" in capsys.readouterr().out

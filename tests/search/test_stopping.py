@@ -52,8 +52,8 @@ def test_a_search_that_has_found_the_top_is_told_to_stop(
     assert main(["best", "--study", "s", "--storage", url]) == 0
     out = capsys.readouterr().out
     regret, = (line for line in out.splitlines() if line.startswith("regret   "))
-    assert "regret bound over 80 complete trials" in regret
-    assert "on 5,000 validation images is 0.42 points" in regret  # sqrt(.9 * .1 / 5000)
+    assert "from a Gaussian process over 80 complete trials" in regret
+    assert "on 5,000 validation images: 0.42 points" in regret  # sqrt(.9 * .1 / 5000)
     assert "stop?    the regret bound is within the statistical error" in out
     judged = stopping.verdict(optuna.load_study(study_name="s", storage=url).trials)
     assert judged is not None and judged.stop and judged.bound < judged.error
@@ -66,7 +66,7 @@ def test_a_search_that_has_seen_a_corner_of_the_space_is_not(
     url = store(tmp_path, rng.uniform(0, 0.25, 25), ["bottleneck"] * 25)
     assert main(["best", "--study", "s", "--storage", url]) == 0
     out = capsys.readouterr().out
-    assert "regret   the best may be up to" in out and "stop?" not in out
+    assert "regret   bound " in out and "stop?" not in out
     judged = stopping.verdict(optuna.load_study(study_name="s", storage=url).trials)
     assert judged is not None and not judged.stop and judged.bound > 5 * judged.error
 
