@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from optuna.trial import FrozenTrial, TrialState
 
 from search import record
+from trainers.config import parse_fold
 
 MIN_TRIALS = 20  # complete trials before the bound is estimated (Optuna's minimum)
 CIFAR10_TRAIN = 50_000  # training images a fold is cut from, when the recipe has no subset
@@ -73,11 +74,17 @@ def validation_images(trial: FrozenTrial) -> int | None:
         train = json.loads(raw) if raw else None
         if not isinstance(train, dict):
             return None
-        if fold := str(train.get("fold") or ""):
-            return (int(train.get("train_subset") or CIFAR10_TRAIN)) // int(fold.split("/")[1])
+        if fold := parse_fold(str(train.get("fold") or "")):
+            return int(train.get("train_subset") or CIFAR10_TRAIN) // fold[1]
         return int(train.get("val_size") or 0) or None
-    except (ValueError, TypeError, IndexError):
+    except (ValueError, TypeError):
         return None
+
+
+def accuracy_error(p: float, images: int) -> float:
+    """The binomial standard error of an accuracy ``p`` measured on ``images`` images."""
+    p = min(max(p, 0.0), 1.0)
+    return math.sqrt(p * (1 - p) / images)
 
 
 def verdict(trials: Iterable[FrozenTrial], seed: int = 0) -> Verdict | None:
@@ -105,9 +112,8 @@ def verdict(trials: Iterable[FrozenTrial], seed: int = 0) -> Verdict | None:
                 complete, optuna.study.StudyDirection.MAXIMIZE)
         except (ValueError, RuntimeError, ArithmeticError):  # no parameter that every
             return None  # trial has, or a fit that failed: no bound, the search goes on
-    p = min(max(best.values[0], 0.0), 1.0)
-    return Verdict(max(0.0, float(bound)), math.sqrt(p * (1 - p) / images), len(complete),
-                   images)
+    return Verdict(max(0.0, float(bound)), accuracy_error(best.values[0], images),
+                   len(complete), images)
 
 
 def lines(trials: list[FrozenTrial]) -> list[str]:
