@@ -12,6 +12,9 @@ import os
 import platform
 import shlex
 import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +50,17 @@ def save(benchmark: str, stem: str, fields: dict[str, Any], **versions: str) -> 
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"saved {out}")
     return out
+
+
+@contextmanager
+def process_map(jobs: int, initializer: Callable[..., None],
+                initargs: tuple[Any, ...] = ()) -> Iterator[Callable[..., Iterator[Any]]]:
+    """A ``map`` over ``jobs`` worker processes, each set up by ``initializer``; with one
+    job, the plain ``map`` in this process: nothing is forked, so a caller whose torch has
+    started its threads (a test session) cannot deadlock a child."""
+    if jobs == 1:
+        initializer(*initargs)
+        yield map
+        return
+    with ProcessPoolExecutor(jobs, initializer=initializer, initargs=initargs) as pool:
+        yield pool.map

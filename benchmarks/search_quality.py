@@ -45,13 +45,12 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
-from record import machine, today
+from record import machine, process_map, today
 
 from space.factory import build_sampler
 from space.sampler import Budget
@@ -246,13 +245,24 @@ def main(argv: list[str] | None = None,
                         help="NAS-Bench-201's table (tune on cifar10 only; the others check "
                         "that the tuning generalises)")
     args = parser.parse_args(argv)
-    tpe_options = json.loads(args.tpe_options)
+    try:
+        tpe_options = json.loads(args.tpe_options)
+    except json.JSONDecodeError as err:
+        parser.error(f"--tpe-options: not JSON ({err.msg}): {args.tpe_options!r}")
+    if not isinstance(tpe_options, dict):
+        parser.error(f"--tpe-options: a JSON object of TPE settings, got {args.tpe_options!r}")
     if not 1 <= args.trials <= 2000 or not 1 <= args.seeds <= 1000 or not 1 <= args.jobs <= 64:
         parser.error("--trials must be in 1..2000, --seeds in 1..1000, --jobs in 1..64")
     methods = [m.strip() for m in args.methods.split(",")]
     if unknown := sorted(set(methods) - set(METHODS)):
         parser.error(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
-    budgets = [float(b) for b in args.budgets.split(",")]
+    try:
+        budgets = [float(b) for b in args.budgets.split(",")]
+    except ValueError:
+        budgets = []
+    if not budgets or not all(0 < b < 100 for b in budgets):
+        parser.error(f"--budgets: model sizes in millions of parameters, comma-separated, "
+                     f"got {args.budgets!r}")
     _init(tpe_options, args.dataset)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -270,10 +280,8 @@ def main(argv: list[str] | None = None,
     curves: dict[float, dict[str, list[list[float]]]] = {b: {m: [] for m in methods}
                                                          for b in budgets}
     overs: dict[float, dict[str, list[int]]] = {b: {m: [] for m in methods} for b in budgets}
-    with ProcessPoolExecutor(args.jobs, initializer=_init,
-                             initargs=(tpe_options, args.dataset)) as pool:
-        for done, (method, limit, _seed, found, over) in enumerate(pool.map(_job, jobs),
-                                                                   start=1):
+    with process_map(args.jobs, _init, (tpe_options, args.dataset)) as pmap:
+        for done, (method, limit, _seed, found, over) in enumerate(pmap(_job, jobs), start=1):
             curves[limit][method].append(found)
             overs[limit][method].append(over)
             if done % max(1, len(jobs) // 20) == 0 or done == len(jobs):

@@ -22,16 +22,15 @@ import math
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import search_quality as sq
-from record import RESULTS, machine, today
+from record import RESULTS, machine, process_map, today
 
-from search import stopping
+from search import record, stopping
 
 LIMIT = 0.5  # model_size budget, millions of parameters (as search_quality's first)
 
@@ -48,7 +47,7 @@ def run_one(seed: int, trials: int, every: int) -> list[dict[str, float]]:
         means[trial.number] = table.mean[key]
         # A recipe with a validation split, as a run records it (the error is recomputed
         # below for each size; the bound does not depend on it).
-        trial.storage.set_trial_system_attr(trial._trial_id, "train",
+        trial.storage.set_trial_system_attr(trial._trial_id, record.TRAIN,
                                             json.dumps({"val_size": 5000, "fold": ""}))
         return float(rng.choice(table.seeds[key])) / 100
 
@@ -71,7 +70,7 @@ def _job(args: tuple[int, int, int]) -> list[dict[str, float]]:
 
 
 def error_points(p: float, images: int) -> float:
-    return 100 * math.sqrt(p * (1 - p) / images)
+    return 100 * stopping.accuracy_error(p, images)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -87,11 +86,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             and 1 <= args.jobs <= 64):
         parser.error(f"--seeds in 1..200, --every from {stopping.MIN_TRIALS} up to --trials "
                      "(at most 2000), --jobs in 1..64")
-    sizes = [int(v) for v in args.val_images.split(",")]
+    try:
+        sizes = [int(v) for v in args.val_images.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        parser.error(f"--val-images: positive whole numbers, comma-separated, got "
+                     f"{args.val_images!r}")
     sq._init()
     start = time.perf_counter()
-    with ProcessPoolExecutor(args.jobs, initializer=sq._init) as pool:
-        runs = list(pool.map(_job, [(s, args.trials, args.every) for s in range(args.seeds)]))
+    runs = []
+    with process_map(args.jobs, sq._init) as pmap:
+        for run in pmap(_job, [(s, args.trials, args.every) for s in range(args.seeds)]):
+            runs.append(run)
+            print(f"{len(runs)}/{args.seeds} seeds, {time.perf_counter() - start:.0f} s",
+                  flush=True)
     marks = [row["trials"] for row in runs[0]]
     summary = []
     for i, n in enumerate(marks):

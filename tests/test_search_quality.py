@@ -101,3 +101,14 @@ def test_the_stopping_benchmark_asks_the_stop_rule_along_real_searches(
         # Fewer validation images, a larger error: the error is sqrt(p (1 - p) / n).
         assert entry["error_median_500"] == pytest.approx(entry["error_median_25000"] * 50 ** 0.5)
     assert "told to stop" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--budgets", "abc"], ["--budgets", "-1"],
+                                  ["--tpe-options", "{x"], ["--tpe-options", "[1]"],
+                                  ["--trials", "0"], ["--methods", "grid"]])
+def test_bad_arguments_exit_2_naming_the_option(harness: ModuleType, argv: list[str],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        harness.main(argv)
+    assert exited.value.code == 2
+    assert f"error: {argv[0]}" in capsys.readouterr().err
